@@ -1,0 +1,108 @@
+//! What a backend can promise, as plain data that docs, the facade and the
+//! conformance suite all read.
+
+use std::time::Duration;
+
+/// Who expires when a holder disappears.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ExpiryScope {
+    /// Each lease has its own TTL on the server: an abandoned lease expires by itself.
+    PerLease,
+    /// A client's leases share one server-side session (etcd): a lease cannot expire
+    /// while its client lives; when the client disappears, all its leases expire together.
+    PerClient,
+}
+
+/// What a backend promises. A plain `Copy` struct: read the fields.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Capabilities {
+    /// A short name for logs and metrics (`memory`, `redis`, ...).
+    pub name: &'static str,
+    /// Leases carry fencing tokens that strictly increase per key.
+    pub fencing: bool,
+    /// Waiters are granted the lock in the order they started waiting.
+    pub fifo: bool,
+    /// The backend wakes waiters when a lock is released (otherwise they back off and retry).
+    pub wake_on_release: bool,
+    /// The shortest TTL accepted.
+    pub min_ttl: Duration,
+    /// The longest TTL accepted.
+    pub max_ttl: Duration,
+    /// TTLs must be whole multiples of this (etcd: one second). Zero: any TTL.
+    pub ttl_granularity: Duration,
+    /// How long past its TTL an abandoned lock may stay held (etcd: a leader change
+    /// refreshes every lease). Zero where the TTL is exact.
+    pub expiry_slack: Duration,
+    /// Whether abandoned leases expire one by one or with their client.
+    pub expiry_scope: ExpiryScope,
+    /// Clock drift allowed between this machine and the server, as a fraction of the
+    /// TTL, subtracted from `valid_until` (Redlock's rule: 0.01).
+    pub drift_factor: f64,
+    /// Clock drift allowed, fixed part (Redlock's rule: 2 ms).
+    pub drift_fixed: Duration,
+}
+
+impl Capabilities {
+    /// The drift subtracted from a lease of `ttl` when computing `valid_until`.
+    pub fn drift(&self, ttl: Duration) -> Duration {
+        ttl.mul_f64(self.drift_factor.clamp(0.0, 1.0))
+            .saturating_add(self.drift_fixed)
+    }
+
+    /// The smallest TTL of at least `wanted` that this backend accepts.
+    pub fn fit_ttl(&self, wanted: Duration) -> Duration {
+        let ttl = wanted.max(self.min_ttl);
+        let g = self.ttl_granularity;
+        if g.is_zero() {
+            return ttl;
+        }
+        let steps = ttl.as_nanos().div_ceil(g.as_nanos());
+        Duration::from_nanos(u64::try_from(steps * g.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+impl Default for Capabilities {
+    /// A backend that promises the least: no fencing, no FIFO, no wake-ups, 1 ms to
+    /// 1 year TTLs with Redlock's drift rule.
+    fn default() -> Self {
+        Capabilities {
+            name: "unnamed",
+            fencing: false,
+            fifo: false,
+            wake_on_release: false,
+            min_ttl: Duration::from_millis(1),
+            max_ttl: Duration::from_secs(365 * 24 * 3600),
+            ttl_granularity: Duration::ZERO,
+            expiry_slack: Duration::ZERO,
+            expiry_scope: ExpiryScope::PerLease,
+            drift_factor: 0.01,
+            drift_fixed: Duration::from_millis(2),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_ttl_rounds_up_to_granularity_and_minimum() {
+        let caps = Capabilities {
+            min_ttl: Duration::from_secs(2),
+            ttl_granularity: Duration::from_secs(1),
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            caps.fit_ttl(Duration::from_millis(300)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            caps.fit_ttl(Duration::from_millis(2500)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            Capabilities::default().drift(Duration::from_secs(10)),
+            Duration::from_millis(102)
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The one error type of dlock, with the questions callers branch on.
+
+use std::time::Duration;
+
+/// A boxed error from a backend's client library, kept for downcasting.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong when taking, keeping or giving up a lock.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input was refused before any I/O.
+    #[error("invalid input: {0}")]
+    InvalidInput(#[from] InvalidInput),
+
+    /// The wait limit passed before the lock could be taken.
+    #[error("timed out after waiting {waited:?} for the lock")]
+    Timeout {
+        /// How long the caller waited.
+        waited: Duration,
+    },
+
+    /// One backend operation took longer than its timeout; its outcome is unknown.
+    #[error("backend operation `{operation}` timed out after {after:?}")]
+    OperationTimeout {
+        /// The operation that timed out (`acquire`, `extend`, `release`, ...).
+        operation: &'static str,
+        /// The timeout that passed.
+        after: Duration,
+    },
+
+    /// The lease is no longer held: it expired, was taken by another holder,
+    /// or its keep-alive could not extend it in time.
+    #[error("the lease on `{key}` was lost")]
+    LeaseLost {
+        /// The lock key.
+        key: String,
+    },
+
+    /// The lease was already released; it can be neither extended nor released again.
+    #[error("the lease on `{key}` was already released")]
+    LeaseReleased {
+        /// The lock key.
+        key: String,
+    },
+
+    /// The backend could not be reached (connection refused, reset, DNS, ...).
+    #[error("backend unavailable: {source}")]
+    Unavailable {
+        /// The client library's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The backend refused the operation because of what it found at the key
+    /// (for example a Redis key of another type).
+    #[error("conflict at `{key}`: {detail}")]
+    Conflict {
+        /// The lock key.
+        key: String,
+        /// What the backend found.
+        detail: String,
+    },
+
+    /// Any other backend failure.
+    #[error("backend error: {source}")]
+    Backend {
+        /// The client library's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Wraps a client library error as "backend unreachable".
+    pub fn unavailable(source: impl Into<BoxError>) -> Self {
+        Error::Unavailable {
+            source: source.into(),
+        }
+    }
+
+    /// Wraps any other client library error.
+    pub fn backend(source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            source: source.into(),
+        }
+    }
+
+    /// The lease was lost (expired, taken, or not extended in time).
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, Error::LeaseLost { .. })
+    }
+
+    /// A wait limit or an operation timeout passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. } | Error::OperationTimeout { .. })
+    }
+
+    /// The input was refused before any I/O; retrying the same call cannot succeed.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, Error::InvalidInput(_))
+    }
+
+    /// Retrying the same call later may succeed (the backend was unreachable or slow).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::OperationTimeout { .. } | Error::Unavailable { .. }
+        )
+    }
+}
+
+/// Input refused before any I/O, one variant per rule.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidInput {
+    /// A lock key must not be empty.
+    #[error("the key is empty")]
+    EmptyKey,
+    /// A lock key is longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes.
+    #[error("the key is {len} bytes long; the maximum is {max}")]
+    KeyTooLong {
+        /// The key's length in bytes.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A TTL of zero.
+    #[error("the TTL is zero")]
+    ZeroTtl,
+    /// A TTL below the backend's minimum.
+    #[error("the TTL {ttl:?} is below this backend's minimum of {min:?}")]
+    TtlTooShort {
+        /// The TTL asked for.
+        ttl: Duration,
+        /// The backend's minimum.
+        min: Duration,
+    },
+    /// A TTL above the backend's maximum, or so large that clock arithmetic overflows.
+    #[error("the TTL {ttl:?} is above this backend's maximum of {max:?}")]
+    TtlTooLong {
+        /// The TTL asked for.
+        ttl: Duration,
+        /// The largest TTL accepted.
+        max: Duration,
+    },
+    /// A TTL that is not a whole multiple of the backend's granularity.
+    #[error("the TTL {ttl:?} is not a multiple of this backend's granularity of {granularity:?}")]
+    TtlGranularity {
+        /// The TTL asked for.
+        ttl: Duration,
+        /// The backend's granularity.
+        granularity: Duration,
+    },
+    /// A keep-alive fraction outside the open interval (0, 1).
+    #[error("the keep-alive fraction {0} is outside (0, 1)")]
+    KeepAliveFraction(f64),
+    /// A wait limit of zero; use `try_acquire` (or `Wait::No`) to not wait.
+    #[error("the wait limit is zero; use try_acquire to not wait")]
+    ZeroWait,
+    /// Any other option out of range.
+    #[error("invalid option `{name}`: {reason}")]
+    Option {
+        /// The option's name.
+        name: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A URL that cannot be parsed or names no supported backend.
+    #[error("invalid URL `{url}`: {reason}")]
+    Url {
+        /// The URL, with any password hidden.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}

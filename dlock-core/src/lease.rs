@@ -1,0 +1,447 @@
+//! Leases: the right to a key, with its fencing token, validity, keep-alive,
+//! lost signal and release on drop.
+
+use std::{
+    fmt,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{sync::Notify, task::JoinHandle};
+
+use crate::{
+    BootInstant, Error, FenceToken, Lock, LockKey, OwnerId, clock, metrics, options::validate_ttl,
+};
+
+/// What a lease and its keep-alive task share.
+struct LeaseState {
+    backend: &'static str,
+    /// `valid_until` as nanoseconds on the lease clock; only grows, except to mark loss.
+    valid_until: AtomicU64,
+    ttl_nanos: AtomicU64,
+    lost: AtomicBool,
+    changed: Notify,
+}
+
+impl LeaseState {
+    fn valid_until(&self) -> BootInstant {
+        BootInstant::from_nanos(self.valid_until.load(Ordering::Acquire))
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_nanos(self.ttl_nanos.load(Ordering::Relaxed))
+    }
+
+    fn extended(&self, valid_until: BootInstant, ttl: Duration) {
+        self.ttl_nanos.store(
+            u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.valid_until
+            .fetch_max(valid_until.as_nanos(), Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire) || self.valid_until().has_passed()
+    }
+
+    fn mark_lost(&self) {
+        if !self.lost.swap(true, Ordering::AcqRel) {
+            metrics::lease_lost(self.backend);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves once the lease is lost: marked lost, or past `valid_until`.
+    async fn wait_lost(self: Arc<Self>) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the checks below, so a change between them is not missed.
+            notified.as_mut().enable();
+            if self.lost.load(Ordering::Acquire) {
+                return;
+            }
+            let until = self.valid_until();
+            if until.has_passed() {
+                self.mark_lost();
+                return;
+            }
+            tokio::select! {
+                () = notified => {}
+                () = clock::sleep_until(until) => {}
+            }
+        }
+    }
+}
+
+/// An exclusive, time-bounded right to a key.
+///
+/// It carries the key, the fencing token issued with it, and `valid_until`, a
+/// conservative deadline on the lease clock (which, on Linux, counts time the machine
+/// spent suspended). Pass [`fence`](Self::fence) with every write to the protected
+/// resource.
+///
+/// Dropping a lease without [`release`](Self::release) releases it in the background,
+/// best effort: the release is not immediate, and if it cannot reach the backend the
+/// TTL frees the key.
+pub struct Lease {
+    lock: Arc<dyn Lock>,
+    key: LockKey,
+    owner: OwnerId,
+    fence: FenceToken,
+    drift: Duration,
+    acquired_at: BootInstant,
+    state: Arc<LeaseState>,
+    keep_alive: Option<JoinHandle<()>>,
+    released: bool,
+}
+
+/// A cheap, cloneable view of a lease for the work done under it: its key, its
+/// token, and its lost signal. It cannot release or extend the lease.
+#[derive(Clone)]
+pub struct LeaseHandle {
+    key: LockKey,
+    fence: FenceToken,
+    state: Arc<LeaseState>,
+}
+
+/// How a fresh lease starts: everything the acquisition learned.
+pub(crate) struct Granted {
+    pub(crate) lock: Arc<dyn Lock>,
+    pub(crate) key: LockKey,
+    pub(crate) owner: OwnerId,
+    pub(crate) fence: FenceToken,
+    pub(crate) ttl: Duration,
+    /// When the successful attempt was sent: the server's TTL started no earlier.
+    pub(crate) sent: BootInstant,
+    pub(crate) keep_alive: Option<f64>,
+}
+
+impl Lease {
+    pub(crate) fn start(granted: Granted) -> Lease {
+        let Granted {
+            lock,
+            key,
+            owner,
+            fence,
+            ttl,
+            sent,
+            keep_alive,
+        } = granted;
+        let caps = lock.capabilities();
+        let drift = caps.drift(ttl);
+        let state = Arc::new(LeaseState {
+            backend: caps.name,
+            valid_until: AtomicU64::new(sent.saturating_add(ttl).saturating_sub(drift).as_nanos()),
+            ttl_nanos: AtomicU64::new(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
+            lost: AtomicBool::new(false),
+            changed: Notify::new(),
+        });
+        let keep_alive = keep_alive.map(|fraction| {
+            tokio::spawn(keep_alive_task(KeepAlive {
+                lock: Arc::clone(&lock),
+                key: key.clone(),
+                owner,
+                drift_of: caps,
+                state: Arc::clone(&state),
+                fraction,
+                last_extended: sent,
+            }))
+        });
+        Lease {
+            lock,
+            key,
+            owner,
+            fence,
+            drift,
+            acquired_at: sent,
+            state,
+            keep_alive,
+            released: false,
+        }
+    }
+
+    /// The lock key.
+    pub fn key(&self) -> &str {
+        self.key.as_str()
+    }
+
+    /// The fencing token issued with this lease.
+    pub fn fence(&self) -> FenceToken {
+        self.fence
+    }
+
+    /// The id the backend stores as this lease's holder.
+    pub fn owner(&self) -> OwnerId {
+        self.owner
+    }
+
+    /// The TTL of the last grant or extension.
+    pub fn ttl(&self) -> Duration {
+        self.state.ttl()
+    }
+
+    /// Until when this holder may assume it holds the lock: never later than the
+    /// server-side expiry measured from when the request was sent, minus drift.
+    pub fn valid_until(&self) -> BootInstant {
+        self.state.valid_until()
+    }
+
+    /// Time left until [`valid_until`](Self::valid_until); zero once lost.
+    pub fn remaining(&self) -> Duration {
+        if self.state.lost.load(Ordering::Acquire) {
+            return Duration::ZERO;
+        }
+        self.valid_until().remaining()
+    }
+
+    /// Not released, not lost, and not past `valid_until`.
+    pub fn is_valid(&self) -> bool {
+        !self.released && !self.state.is_lost()
+    }
+
+    /// Resolves when this holder can no longer assume it holds the lock: at
+    /// `valid_until` unless extended, or as soon as an extension finds the key gone or
+    /// taken. With keep-alive on, it fires no later than `valid_until` once extension
+    /// stops succeeding. The future owns what it needs, so it can be moved into a task.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        Arc::clone(&self.state).wait_lost()
+    }
+
+    /// A cloneable view for the work done under this lease.
+    pub fn handle(&self) -> LeaseHandle {
+        LeaseHandle {
+            key: self.key.clone(),
+            fence: self.fence,
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// Extends the lease by its TTL, measured from now.
+    pub async fn extend(&mut self) -> Result<(), Error> {
+        let ttl = self.state.ttl();
+        self.extend_with(ttl).await
+    }
+
+    /// Extends the lease with a new TTL, measured from now.
+    pub async fn extend_with(&mut self, ttl: Duration) -> Result<(), Error> {
+        if self.released {
+            return Err(Error::LeaseReleased {
+                key: self.key.to_string(),
+            });
+        }
+        validate_ttl(ttl, &self.lock.capabilities())?;
+        if self.state.is_lost() {
+            self.state.mark_lost();
+            return Err(self.lost_error());
+        }
+        let sent = BootInstant::now();
+        let budget = self.budget(sent);
+        match tokio::time::timeout(budget, self.lock.extend(&self.key, &self.owner, ttl)).await {
+            Ok(Ok(())) => {
+                self.drift = self.lock.capabilities().drift(ttl);
+                self.state
+                    .extended(sent.saturating_add(ttl).saturating_sub(self.drift), ttl);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                if e.is_lease_lost() {
+                    self.state.mark_lost();
+                }
+                Err(e)
+            }
+            Err(_) => Err(Error::OperationTimeout {
+                operation: "extend",
+                after: budget,
+            }),
+        }
+    }
+
+    /// Releases the lease. [`Error::LeaseLost`] if it had already expired or been
+    /// taken (the new holder is left alone); [`Error::LeaseReleased`] if released before.
+    /// On any other error the lease stays unreleased: call again, or drop it to
+    /// release in the background.
+    pub async fn release(&mut self) -> Result<(), Error> {
+        if self.released {
+            return Err(Error::LeaseReleased {
+                key: self.key.to_string(),
+            });
+        }
+        self.stop_keep_alive();
+        let timeout = self.lock.operation_timeout();
+        let released = tokio::time::timeout(timeout, self.lock.release(&self.key, &self.owner))
+            .await
+            .map_err(|_| Error::OperationTimeout {
+                operation: "release",
+                after: timeout,
+            })??;
+        self.released = true;
+        self.record_hold();
+        if released {
+            Ok(())
+        } else {
+            self.state.mark_lost();
+            Err(self.lost_error())
+        }
+    }
+
+    /// Gives up the lease without releasing it, as a crashed holder would: no
+    /// keep-alive, no release on drop. The key stays held until its TTL runs out.
+    pub fn leave_to_expire(mut self) {
+        self.stop_keep_alive();
+        self.released = true;
+    }
+
+    fn lost_error(&self) -> Error {
+        Error::LeaseLost {
+            key: self.key.to_string(),
+        }
+    }
+
+    /// A call's timeout: the backend's operation timeout, but never past validity.
+    fn budget(&self, now: BootInstant) -> Duration {
+        let left = self.state.valid_until().saturating_duration_since(now);
+        self.lock.operation_timeout().min(left)
+    }
+
+    fn stop_keep_alive(&mut self) {
+        if let Some(task) = self.keep_alive.take() {
+            task.abort();
+        }
+    }
+
+    fn record_hold(&self) {
+        metrics::hold(
+            self.state.backend,
+            BootInstant::now()
+                .saturating_duration_since(self.acquired_at)
+                .as_secs_f64(),
+        );
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.stop_keep_alive();
+        if !self.released {
+            self.record_hold();
+            Arc::clone(&self.lock).release_in_background(self.key.clone(), self.owner);
+        }
+    }
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("backend", &self.state.backend)
+            .field("key", &self.key)
+            .field("fence", &self.fence)
+            .field("remaining", &self.remaining())
+            .field("keep_alive", &self.keep_alive.is_some())
+            .field("released", &self.released)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseHandle {
+    /// The lock key.
+    pub fn key(&self) -> &str {
+        self.key.as_str()
+    }
+
+    /// The fencing token issued with the lease.
+    pub fn fence(&self) -> FenceToken {
+        self.fence
+    }
+
+    /// Not lost and not past `valid_until` (a released lease still reads as valid here).
+    pub fn is_valid(&self) -> bool {
+        !self.state.is_lost()
+    }
+
+    /// Until when the holder may assume it holds the lock.
+    pub fn valid_until(&self) -> BootInstant {
+        self.state.valid_until()
+    }
+
+    /// Resolves when the lease is lost; see [`Lease::lost`].
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        Arc::clone(&self.state).wait_lost()
+    }
+}
+
+impl fmt::Debug for LeaseHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseHandle")
+            .field("key", &self.key)
+            .field("fence", &self.fence)
+            .finish_non_exhaustive()
+    }
+}
+
+struct KeepAlive {
+    lock: Arc<dyn Lock>,
+    key: LockKey,
+    owner: OwnerId,
+    drift_of: crate::Capabilities,
+    state: Arc<LeaseState>,
+    fraction: f64,
+    last_extended: BootInstant,
+}
+
+/// Extends the lease each time `fraction` of its TTL has passed. A failed extension
+/// is retried sooner, and every call is bounded by the validity left, so the lease
+/// is marked lost no later than `valid_until` once extension stops succeeding.
+async fn keep_alive_task(mut ka: KeepAlive) {
+    let mut next = ka
+        .last_extended
+        .saturating_add(ka.state.ttl().mul_f64(ka.fraction));
+    loop {
+        let until = ka.state.valid_until();
+        clock::sleep_until(next.min(until)).await;
+        if ka.state.is_lost() {
+            ka.state.mark_lost();
+            return;
+        }
+        let ttl = ka.state.ttl();
+        let sent = BootInstant::now();
+        let left = ka.state.valid_until().saturating_duration_since(sent);
+        let budget = ka.lock.operation_timeout().min(left);
+        match tokio::time::timeout(budget, ka.lock.extend(&ka.key, &ka.owner, ttl)).await {
+            Ok(Ok(())) => {
+                let valid_until = sent
+                    .saturating_add(ttl)
+                    .saturating_sub(ka.drift_of.drift(ttl));
+                ka.state.extended(valid_until, ttl);
+                ka.last_extended = sent;
+                next = sent.saturating_add(ttl.mul_f64(ka.fraction));
+            }
+            Ok(Err(e)) if e.is_lease_lost() => {
+                tracing::warn!(key = %ka.key, "keep-alive found the lease gone");
+                ka.state.mark_lost();
+                return;
+            }
+            outcome => {
+                metrics::extend_failed(ka.state.backend);
+                match outcome {
+                    Ok(Err(error)) => {
+                        tracing::warn!(key = %ka.key, %error, "keep-alive extension failed; retrying")
+                    }
+                    _ => {
+                        tracing::warn!(key = %ka.key, ?budget, "keep-alive extension timed out; retrying")
+                    }
+                }
+                // Retry well before validity runs out, but do not spin.
+                let left = ka.state.valid_until().remaining();
+                let pause = (left / 4).clamp(Duration::from_millis(5), ttl.mul_f64(ka.fraction));
+                next = BootInstant::now().saturating_add(pause);
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod acquire;
+mod capabilities;
+pub mod clock;
+mod error;
+mod fence;
+mod key;
+mod lease;
+mod lock;
+pub mod metrics;
+mod options;
+mod owner;
+pub mod reliability;
+
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
+
+pub use acquire::LockExt;
+pub use capabilities::{Capabilities, ExpiryScope};
+pub use clock::BootInstant;
+pub use error::{BoxError, Error, InvalidInput};
+pub use fence::{Admission, FenceGate, FenceSource, FenceToken};
+pub use key::{LockKey, MAX_KEY_LEN};
+pub use lease::{Lease, LeaseHandle};
+pub use lock::{Attempt, AttemptRequest, DynLock, Lock, WakeSignal};
+pub use options::{Acquire, DEFAULT_KEEP_ALIVE, Wait, validate_ttl};
+pub use owner::OwnerId;

@@ -1,0 +1,155 @@
+//! The trait a backend implements: the primitive operations only.
+//!
+//! Waiting, deadlines, cancellation, keep-alive, the lost signal, release on drop,
+//! metrics and tracing are written once, in [`LockExt`](crate::LockExt), on top of it.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+
+use crate::{Capabilities, Error, FenceToken, LockKey, OwnerId};
+
+/// One acquisition attempt, as the machinery sends it to a backend.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptRequest<'a> {
+    /// The key to lock.
+    pub key: &'a LockKey,
+    /// The id this acquisition stores as the holder. A retry of the same acquisition
+    /// sends the same id, so the backend can recognise a request that already succeeded.
+    pub owner: &'a OwnerId,
+    /// How long the backend holds the lock unless extended.
+    pub ttl: Duration,
+    /// The caller will wait if the key is busy: a FIFO backend may queue it.
+    /// `false` for `try_acquire`, which must leave nothing behind when busy.
+    pub queue: bool,
+}
+
+/// A future that resolves when a busy key may have become free.
+pub type WakeSignal = BoxFuture<'static, ()>;
+
+/// The result of one acquisition attempt.
+pub enum Attempt {
+    /// The lock is ours, with this fencing token.
+    Acquired {
+        /// The token issued in the same atomic step as the acquisition.
+        fence: FenceToken,
+    },
+    /// Another holder has the key.
+    Busy {
+        /// Resolves when the key may be free: the backend's wake-up hook, armed before
+        /// the attempt so no release between the two is missed. `None`: back off.
+        wake: Option<WakeSignal>,
+        /// When the current holder's TTL runs out, if the backend knows.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl std::fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::Acquired { fence } => {
+                f.debug_struct("Acquired").field("fence", fence).finish()
+            }
+            Attempt::Busy { wake, retry_after } => f
+                .debug_struct("Busy")
+                .field("wake", &wake.is_some())
+                .field("retry_after", retry_after)
+                .finish(),
+        }
+    }
+}
+
+/// A lock backend: grants leases on named keys.
+///
+/// # Contract
+///
+/// Every backend meets these, and the conformance suite (feature `conformance`)
+/// checks each one against a real server:
+///
+/// 1. **Mutual exclusion**: while a lease on K is valid and not released, no other
+///    attempt on K succeeds.
+/// 2. **Expiry**: a holder that disappears without releasing frees K after the TTL
+///    (plus [`Capabilities::expiry_slack`]).
+/// 3. **Ownership**: `extend` or `release` by an owner whose lease expired and was
+///    taken fails with [`Error::LeaseLost`] and leaves the new holder alone.
+/// 4. **Fencing**: tokens of successive acquisitions of K strictly increase, across
+///    clients and restarts.
+/// 5. **Validity**: the server holds the key for at least the TTL measured from
+///    when the attempt was sent.
+/// 6. **Loss**: `extend` fails once the key is gone or taken.
+/// 7. **Cancellation safety**: `attempt` is idempotent per owner id, and `release` by
+///    an owner that is only queued removes it from the queue.
+/// 8. **Try vs error**: a held key is `Ok(Attempt::Busy)`; `Err` means the backend failed.
+///
+/// Implement only these methods; use the lock through [`LockExt`](crate::LockExt),
+/// which every `Lock` gets for free. The trait is object-safe, so an application can
+/// hold an `Arc<dyn Lock>` and pick its backend at run time.
+#[async_trait]
+pub trait Lock: Send + Sync + 'static {
+    /// What this backend promises.
+    fn capabilities(&self) -> Capabilities;
+
+    /// One acquisition attempt.
+    async fn attempt(&self, request: AttemptRequest<'_>) -> Result<Attempt, Error>;
+
+    /// Resets the TTL of `owner`'s lease on `key`. [`Error::LeaseLost`] if `owner`
+    /// no longer holds it.
+    async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error>;
+
+    /// Gives up `owner`'s hold on `key`, or its place in the queue. `Ok(true)` if
+    /// `owner` held the lock; `Ok(false)` if it did not (expired, taken, never granted).
+    async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error>;
+
+    /// A fresh owner id for one acquisition. Networked backends keep the default
+    /// (128 bits from the OS); an in-process backend may use a counter.
+    fn new_owner(&self) -> OwnerId {
+        OwnerId::random()
+    }
+
+    /// How long one backend call may take before its outcome counts as unknown.
+    fn operation_timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    /// Releases in the background, for leases dropped without `release` and
+    /// acquisitions cancelled mid-flight. The default spawns `release` on the
+    /// current tokio runtime (if any); an in-process backend may do it at once.
+    fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(error) = self.release(&key, &owner).await {
+                    tracing::debug!(%key, %error, "background release failed; the TTL will free the key");
+                }
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl<L: Lock + ?Sized> Lock for Arc<L> {
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn attempt(&self, request: AttemptRequest<'_>) -> Result<Attempt, Error> {
+        (**self).attempt(request).await
+    }
+    async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
+        (**self).extend(key, owner, ttl).await
+    }
+    async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
+        (**self).release(key, owner).await
+    }
+    fn new_owner(&self) -> OwnerId {
+        (**self).new_owner()
+    }
+    fn operation_timeout(&self) -> Duration {
+        (**self).operation_timeout()
+    }
+    fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
+        Arc::clone(&*self).release_in_background(key, owner)
+    }
+}
+
+/// A type-erased lock: pick the backend at run time, hold it as one type.
+pub type DynLock = Arc<dyn Lock>;

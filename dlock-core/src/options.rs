@@ -1,0 +1,153 @@
+//! Options for taking a lock: a struct with a builder and sensible defaults.
+
+use std::time::Duration;
+
+use crate::{Capabilities, InvalidInput, clock::BootInstant};
+
+/// How long `acquire` waits for a held lock.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Wait {
+    /// Try once; a held lock is a [`Timeout`](crate::Error::Timeout) of zero.
+    No,
+    /// Wait at most this long (plus one operation timeout for a request in flight).
+    For(Duration),
+    /// Wait until the lock is free.
+    #[default]
+    Forever,
+}
+
+/// Options for one acquisition: the TTL, how long to wait, keep-alive.
+///
+/// ```
+/// use std::time::Duration;
+/// use dlock_core::Acquire;
+///
+/// let opts = Acquire::ttl(Duration::from_secs(10))
+///     .wait(Duration::from_secs(5))
+///     .keep_alive(1.0 / 3.0);
+/// assert_eq!(opts.ttl_value(), Duration::from_secs(10));
+/// ```
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Acquire {
+    ttl: Duration,
+    wait: Wait,
+    keep_alive: KeepAlive,
+}
+
+/// Keep-alive as chosen: left to the call's default, off, or on at a fraction.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum KeepAlive {
+    Unset,
+    Off,
+    Every(f64),
+}
+
+/// The keep-alive fraction used by [`with_lock`](crate::LockExt::with_lock) when none is set:
+/// extend after a third of the TTL, so two attempts fit before it runs out.
+pub const DEFAULT_KEEP_ALIVE: f64 = 1.0 / 3.0;
+
+impl Acquire {
+    /// Hold for at most `ttl` unless extended; wait forever; no keep-alive.
+    pub fn ttl(ttl: Duration) -> Self {
+        Acquire {
+            ttl,
+            wait: Wait::Forever,
+            keep_alive: KeepAlive::Unset,
+        }
+    }
+
+    /// Wait at most `limit` for a held lock.
+    pub fn wait(mut self, limit: Duration) -> Self {
+        self.wait = Wait::For(limit);
+        self
+    }
+
+    /// Sets how to wait ([`Wait::No`], [`Wait::For`], [`Wait::Forever`]).
+    pub fn wait_mode(mut self, wait: Wait) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Extend the lease automatically each time `fraction` of the TTL has passed
+    /// since the last extension; must be in (0, 1).
+    pub fn keep_alive(mut self, fraction: f64) -> Self {
+        self.keep_alive = KeepAlive::Every(fraction);
+        self
+    }
+
+    /// No automatic extension (the default for `acquire`, not for `with_lock`).
+    pub fn no_keep_alive(mut self) -> Self {
+        self.keep_alive = KeepAlive::Off;
+        self
+    }
+
+    /// The TTL.
+    pub fn ttl_value(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The wait mode.
+    pub fn wait_value(&self) -> Wait {
+        self.wait
+    }
+
+    /// The keep-alive fraction, if keep-alive is on.
+    pub fn keep_alive_value(&self) -> Option<f64> {
+        match self.keep_alive {
+            KeepAlive::Every(f) => Some(f),
+            KeepAlive::Unset | KeepAlive::Off => None,
+        }
+    }
+
+    /// Turns keep-alive on at `fraction` unless it was set either way.
+    pub(crate) fn keep_alive_unless_set(mut self, fraction: f64) -> Self {
+        if self.keep_alive == KeepAlive::Unset {
+            self.keep_alive = KeepAlive::Every(fraction);
+        }
+        self
+    }
+
+    /// Checks every option against the backend's capabilities, before any I/O.
+    pub fn validate(&self, caps: &Capabilities) -> Result<(), InvalidInput> {
+        validate_ttl(self.ttl, caps)?;
+        if let KeepAlive::Every(f) = self.keep_alive {
+            if !(f > 0.0 && f < 1.0) {
+                return Err(InvalidInput::KeepAliveFraction(f));
+            }
+        }
+        if self.wait == Wait::For(Duration::ZERO) {
+            return Err(InvalidInput::ZeroWait);
+        }
+        Ok(())
+    }
+}
+
+/// Checks a TTL against the backend's limits and against clock overflow.
+pub fn validate_ttl(ttl: Duration, caps: &Capabilities) -> Result<(), InvalidInput> {
+    if ttl.is_zero() {
+        return Err(InvalidInput::ZeroTtl);
+    }
+    if ttl < caps.min_ttl {
+        return Err(InvalidInput::TtlTooShort {
+            ttl,
+            min: caps.min_ttl,
+        });
+    }
+    let overflows = std::time::Instant::now().checked_add(ttl).is_none()
+        || tokio::time::Instant::now().checked_add(ttl).is_none()
+        || BootInstant::now().checked_add(ttl).is_none();
+    if ttl > caps.max_ttl || overflows {
+        return Err(InvalidInput::TtlTooLong {
+            ttl,
+            max: caps.max_ttl,
+        });
+    }
+    let g = caps.ttl_granularity;
+    if !g.is_zero() && ttl.as_nanos() % g.as_nanos() != 0 {
+        return Err(InvalidInput::TtlGranularity {
+            ttl,
+            granularity: g,
+        });
+    }
+    Ok(())
+}
