@@ -1,1 +1,17 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod connect;
+
+pub use connect::connect;
+#[doc(inline)]
+pub use dlock_core::{
+    Acquire, Admission, Attempt, AttemptRequest, BootInstant, Capabilities, DynLock, Error,
+    ExpiryScope, FenceGate, FenceSource, FenceToken, InvalidInput, Lease, LeaseHandle, Lock,
+    LockExt, LockKey, MAX_KEY_LEN, OwnerId, Wait, metrics, reliability,
+};
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+#[doc(inline)]
+pub use dlock_memory::{MemoryFenceGate, MemoryLock};

@@ -24,8 +24,11 @@ use dlock_core::{Admission, Error, FenceGate, FenceToken, metrics};
 /// ```
 #[derive(Clone, Default)]
 pub struct MemoryFenceGate {
-    registers: Arc<Mutex<HashMap<String, (FenceToken, Vec<u8>)>>>,
+    registers: Arc<Mutex<HashMap<String, Register>>>,
 }
+
+/// The highest accepted token and the value written with it.
+type Register = (FenceToken, Vec<u8>);
 
 impl MemoryFenceGate {
     /// A gate with no resources yet.

@@ -44,6 +44,8 @@ impl Entry {
         self.holder.is_none() && self.waiters.is_empty()
     }
 
+    /// Wakes the head of the queue: on a release, and whenever a new waiter becomes
+    /// head, so it learns the current holder's expiry instead of sleeping past it.
     fn wake_head(&self) {
         if let Some(head) = self.waiters.front() {
             // notify_one stores a permit, so a head not yet awaiting still wakes.
@@ -58,7 +60,7 @@ impl Entry {
             return false;
         };
         self.waiters.remove(at);
-        if at == 0 && self.holder.is_none() {
+        if at == 0 {
             self.wake_head();
         }
         true
@@ -114,6 +116,7 @@ impl Table {
             None => true,
             Some(head) if head.owner == *owner => {
                 entry.waiters.pop_front();
+                entry.wake_head();
                 true
             }
             Some(_) => false,
@@ -239,4 +242,103 @@ fn enqueue(waiters: &mut VecDeque<Waiter>, owner: &OwnerId) -> Arc<Notify> {
         wake: Arc::clone(&wake),
     });
     wake
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    fn owner(n: u64) -> OwnerId {
+        OwnerId::from_counter(n)
+    }
+
+    fn woken(wake: &Arc<Notify>) -> bool {
+        wake.notified().now_or_never().is_some()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_becomes_head_is_woken_to_learn_the_new_expiry() {
+        let mut table = Table::default();
+        let key = LockKey::new("k").expect("valid");
+        let ttl = Duration::from_millis(100);
+        let now = Instant::now();
+        assert!(matches!(
+            table.attempt(&key, &owner(0), ttl, true, now),
+            Outcome::Granted(_)
+        ));
+        let Outcome::Busy { wake: Some(_), .. } = table.attempt(&key, &owner(1), ttl, true, now)
+        else {
+            panic!("second owner not queued");
+        };
+        let Outcome::Busy {
+            wake: Some(third), ..
+        } = table.attempt(&key, &owner(2), ttl, true, now)
+        else {
+            panic!("third owner not queued");
+        };
+        // The holder expires; the third waiter looks first and finds the key reserved.
+        let later = now + ttl;
+        let Outcome::Busy {
+            retry_after: None, ..
+        } = table.attempt(&key, &owner(2), ttl, true, later)
+        else {
+            panic!("the key was not reserved for the head");
+        };
+        assert!(!woken(&third));
+        // The head takes it: the third waiter is now head and must be told.
+        assert!(matches!(
+            table.attempt(&key, &owner(1), ttl, true, later),
+            Outcome::Granted(_)
+        ));
+        assert!(woken(&third), "the new head was left asleep");
+        let Outcome::Busy { retry_after, .. } = table.attempt(&key, &owner(2), ttl, true, later)
+        else {
+            panic!("the key was free while held");
+        };
+        assert_eq!(retry_after, Some(ttl));
+    }
+
+    #[test]
+    fn freed_keys_leave_an_empty_table_that_gives_capacity_back() {
+        let mut table = Table::default();
+        let now = Instant::now();
+        let ttl = Duration::from_secs(1);
+        let keys: Vec<_> = (0..10_000)
+            .map(|i| LockKey::new(&format!("k{i}")).expect("valid"))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            assert!(matches!(
+                table.attempt(key, &owner(i as u64), ttl, false, now),
+                Outcome::Granted(_)
+            ));
+        }
+        let full = table.entries.capacity();
+        for (i, key) in keys.iter().enumerate() {
+            assert!(table.release(key.as_str(), &owner(i as u64), now));
+        }
+        assert_eq!(table.len(), 0);
+        assert!(
+            table.entries.capacity() < full / 8,
+            "capacity {} of {full}",
+            table.entries.capacity()
+        );
+        // Keys left to expire are swept as new keys arrive.
+        for (i, key) in keys.iter().enumerate() {
+            table.attempt(key, &owner(i as u64), ttl, false, now);
+        }
+        let expired = now + ttl;
+        let fresh: Vec<_> = (0..SWEEP_EVERY * 20)
+            .map(|i| LockKey::new(&format!("f{i}")).expect("valid"))
+            .collect();
+        for key in &fresh {
+            table.attempt(key, &owner(0), ttl, false, expired);
+        }
+        assert!(
+            table.len() <= fresh.len(),
+            "expired entries were not reclaimed: {}",
+            table.len()
+        );
+    }
 }

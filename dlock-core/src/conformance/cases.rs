@@ -240,6 +240,60 @@ pub async fn abandoned_lease_expires_after_ttl(h: &dyn Harness) -> Checked {
     Ok(())
 }
 
+/// 2: waiters queued behind holders that each disappear take over one after
+/// another, each within a TTL of the previous grant.
+pub async fn queued_waiters_take_over_expired_holders(h: &dyn Harness) -> Checked {
+    let (a, caps) = setup(h).await;
+    if caps.expiry_scope == ExpiryScope::PerClient {
+        return Err(NotApplicable(
+            "leases share their client's session and cannot expire alone",
+        ));
+    }
+    let key = unique_key("expiry-chain");
+    let ttl = short_ttl(&caps);
+    let first = a
+        .acquire(&key, Acquire::ttl(ttl))
+        .await
+        .expect("acquire failed");
+    let mut previous = first.valid_until();
+    first.leave_to_expire();
+    let mut waiters = Vec::new();
+    for _ in 0..3 {
+        let lock = h.client().await;
+        let key = key.clone();
+        waiters.push(tokio::spawn(async move {
+            let lease = lock
+                .acquire(&key, Acquire::ttl(ttl).wait(Duration::from_secs(30)))
+                .await
+                .expect("waiter failed");
+            let granted = BootInstant::now();
+            let valid_until = lease.valid_until();
+            lease.leave_to_expire();
+            (granted, valid_until)
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut grants = Vec::new();
+    for w in waiters {
+        grants.push(w.await.expect("waiter panicked"));
+    }
+    grants.sort();
+    for (granted, valid_until) in grants {
+        assert!(
+            granted >= previous,
+            "granted while the previous lease was valid"
+        );
+        let late = granted.saturating_duration_since(previous);
+        let bound = caps.drift(ttl) + caps.expiry_slack + Duration::from_millis(500);
+        assert!(
+            late <= bound,
+            "taken over {late:?} after the previous lease ran out"
+        );
+        previous = valid_until;
+    }
+    Ok(())
+}
+
 /// Waits until the lease can no longer be valid on the server, and a second client
 /// holds the key.
 async fn expire_and_take(

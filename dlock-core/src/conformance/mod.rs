@@ -103,6 +103,7 @@ macro_rules! for_each_conformance_case {
             release_frees_the_key,
             waiter_wakes_on_release,
             abandoned_lease_expires_after_ttl,
+            queued_waiters_take_over_expired_holders,
             stale_release_is_lease_lost,
             stale_extend_is_lease_lost,
             fence_tokens_increase,

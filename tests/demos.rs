@@ -1,0 +1,47 @@
+//! The demos end as the seed document says they do.
+
+#[allow(dead_code)]
+#[path = "../examples/payment_race.rs"]
+mod payment_race;
+
+#[allow(dead_code)]
+#[path = "../examples/fencing.rs"]
+mod fencing;
+
+use dlock::{Admission, FenceGate, MemoryFenceGate};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_race_loses_updates_without_a_lock_and_none_with_one() {
+    let unlocked = payment_race::without_lock().await;
+    // Every debit read $1000 before any wrote: each wrote $900.
+    assert_eq!(unlocked, 900);
+    let locks = dlock::connect("memory://payment-race-test")
+        .await
+        .expect("connect");
+    let locked = payment_race::with_lock(locks)
+        .await
+        .expect("locked run failed");
+    assert_eq!(locked, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_rejects_the_stalled_workers() {
+    let locks = dlock::connect("memory://fencing-test")
+        .await
+        .expect("connect");
+    let gate = MemoryFenceGate::new();
+    let outcomes = fencing::run(locks, gate.clone()).await.expect("run failed");
+    let tokens: Vec<u64> = outcomes.iter().map(|o| o.token.get()).collect();
+    assert_eq!(tokens, [1, 2, 3], "{outcomes:?}");
+    let highest = outcomes[2].token;
+    assert_eq!(outcomes[0].admission, Admission::Stale { highest });
+    assert_eq!(outcomes[1].admission, Admission::Stale { highest });
+    assert_eq!(outcomes[2].admission, Admission::Accepted);
+    let (token, value) = gate
+        .read(fencing::ORDER)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(token, highest);
+    assert_eq!(value, b"processed by worker 3");
+}
