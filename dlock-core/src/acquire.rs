@@ -6,8 +6,12 @@ use std::{future::Future, sync::Arc, time::Duration};
 use tracing::Instrument;
 
 use crate::{
-    Acquire, Attempt, AttemptRequest, BootInstant, Error, Lease, LeaseHandle, Lock, LockKey,
-    OwnerId, Wait, lease::Granted, metrics, options::DEFAULT_KEEP_ALIVE,
+    Acquire, Attempt, AttemptRequest, BootInstant, DynLock, Error, Lease, LeaseHandle, Lock,
+    LockKey, OwnerId, Wait,
+    call::bounded,
+    lease::Granted,
+    metrics::{self, AcquireOutcome},
+    options::DEFAULT_KEEP_ALIVE,
     reliability::DecorrelatedJitter,
 };
 
@@ -18,8 +22,8 @@ const POLL_MAX: Duration = Duration::from_millis(500);
 /// retries after at most this long.
 const SAFETY_NET: Duration = Duration::from_secs(1);
 
-/// What users call on any [`Lock`]; implemented for every `Lock + Clone` (backends
-/// are cheap handles, and so is [`DynLock`](crate::DynLock)).
+/// What users call on any [`Lock`]: implemented for every `Lock + Clone` (backends
+/// are cheap handles) and for [`DynLock`]. Nobody implements it by hand.
 ///
 /// ```
 /// # async fn demo(lock: impl dlock_core::LockExt) -> Result<(), dlock_core::Error> {
@@ -33,7 +37,10 @@ const SAFETY_NET: Duration = Duration::from_secs(1);
 /// lease.release().await?;
 /// # Ok(()) }
 /// ```
-pub trait LockExt: Lock + Clone {
+pub trait LockExt {
+    /// This lock as a shared, type-erased handle.
+    fn to_dyn(&self) -> DynLock;
+
     /// Takes the lock on `key`, waiting as `opts` says. A lock still held when the
     /// wait limit passes is an [`Error::Timeout`], returned within the limit plus one
     /// operation timeout.
@@ -108,19 +115,24 @@ pub trait LockExt: Lock + Clone {
             }
         }
     }
+}
 
-    /// This lock as a shared, type-erased handle.
-    fn to_dyn(&self) -> Arc<dyn Lock> {
+impl<L: Lock + Clone> LockExt for L {
+    fn to_dyn(&self) -> DynLock {
         Arc::new(self.clone())
     }
 }
 
-impl<L: Lock + Clone> LockExt for L {}
+impl LockExt for DynLock {
+    fn to_dyn(&self) -> DynLock {
+        Arc::clone(self)
+    }
+}
 
 /// Releases with the same owner id when an acquisition ends without a lease:
 /// cancelled (future dropped), timed out, or failed with its outcome unknown.
 struct CleanupOnDrop<'a> {
-    lock: &'a Arc<dyn Lock>,
+    lock: &'a DynLock,
     key: &'a LockKey,
     owner: OwnerId,
     armed: bool,
@@ -136,7 +148,7 @@ impl Drop for CleanupOnDrop<'_> {
 
 /// `Ok(None)`: busy and not waiting (`Wait::No`).
 async fn acquire_lease(
-    lock: Arc<dyn Lock>,
+    lock: DynLock,
     key: Result<LockKey, crate::InvalidInput>,
     opts: Acquire,
 ) -> Result<Option<Lease>, Error> {
@@ -144,12 +156,14 @@ async fn acquire_lease(
     let key = key?;
     opts.validate(&caps)?;
     let span = tracing::debug_span!("dlock.acquire", backend = caps.name, key = %key);
-    let outcome = wait_for_grant(&lock, &key, &opts).instrument(span).await;
+    let outcome = wait_for_grant(&lock, caps.name, &key, &opts)
+        .instrument(span)
+        .await;
     let label = match &outcome {
-        Ok(Some(_)) => "acquired",
-        Ok(None) => "busy",
-        Err(e) if e.is_timeout() => "timeout",
-        Err(_) => "error",
+        Ok(Some(_)) => AcquireOutcome::Acquired,
+        Ok(None) => AcquireOutcome::Busy,
+        Err(e) if e.is_timeout() => AcquireOutcome::Timeout,
+        Err(_) => AcquireOutcome::Error,
     };
     metrics::acquire_outcome(caps.name, label);
     let Some((owner, fence, sent)) = outcome? else {
@@ -157,6 +171,7 @@ async fn acquire_lease(
     };
     Ok(Some(Lease::start(Granted {
         lock,
+        caps,
         key,
         owner,
         fence,
@@ -167,11 +182,11 @@ async fn acquire_lease(
 }
 
 async fn wait_for_grant(
-    lock: &Arc<dyn Lock>,
+    lock: &DynLock,
+    backend: &'static str,
     key: &LockKey,
     opts: &Acquire,
 ) -> Result<Option<(OwnerId, crate::FenceToken, BootInstant)>, Error> {
-    let backend = lock.capabilities().name;
     let started = BootInstant::now();
     let deadline = match opts.wait_value() {
         Wait::For(limit) => Some(started.saturating_add(limit)),
@@ -187,23 +202,18 @@ async fn wait_for_grant(
     };
     let mut backoff: Option<DecorrelatedJitter> = None;
     let mut contended = false;
+    let mut sent = started;
     loop {
         let request = AttemptRequest {
             key,
             owner: &cleanup.owner,
             ttl: opts.ttl_value(),
             queue,
+            sent,
         };
-        let sent = BootInstant::now();
         // From here until a definite answer, the backend may hold something for us.
         cleanup.armed = true;
-        let attempt = match tokio::time::timeout(op_timeout, lock.attempt(request)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::OperationTimeout {
-                operation: "acquire",
-                after: op_timeout,
-            }),
-        };
+        let attempt = bounded("acquire", op_timeout, lock.attempt(request)).await;
         let pause = match attempt {
             Ok(Attempt::Acquired { fence }) => {
                 cleanup.armed = false;
@@ -262,19 +272,29 @@ async fn wait_for_grant(
             Some(deadline) => deadline.saturating_duration_since(now),
             None => Duration::MAX,
         };
-        match pause {
-            Pause::Wake(wake, at_most) => {
-                tokio::select! {
-                    () = wake => {}
-                    () = tokio::time::sleep(at_most.min(left)) => {}
-                }
-            }
-            Pause::Sleep(delay) => tokio::time::sleep(delay.min(left)).await,
-        }
+        // Boxed: the timers' state stays out of the uncontended path's future.
+        Box::pin(pause.wait(left)).await;
+        sent = BootInstant::now();
     }
 }
 
+/// How to wait before the next attempt.
 enum Pause {
+    /// Until the backend's wake-up, or this long at most.
     Wake(crate::WakeSignal, Duration),
     Sleep(Duration),
+}
+
+impl Pause {
+    async fn wait(self, at_most: Duration) {
+        match self {
+            Pause::Wake(wake, limit) => {
+                tokio::select! {
+                    () = wake => {}
+                    () = tokio::time::sleep(limit.min(at_most)) => {}
+                }
+            }
+            Pause::Sleep(delay) => tokio::time::sleep(delay.min(at_most)).await,
+        }
+    }
 }

@@ -45,6 +45,9 @@ pub struct Capabilities {
 impl Capabilities {
     /// The drift subtracted from a lease of `ttl` when computing `valid_until`.
     pub fn drift(&self, ttl: Duration) -> Duration {
+        if self.drift_factor == 0.0 {
+            return self.drift_fixed;
+        }
         ttl.mul_f64(self.drift_factor.clamp(0.0, 1.0))
             .saturating_add(self.drift_fixed)
     }

@@ -14,7 +14,8 @@ use std::{
 use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::{
-    BootInstant, Error, FenceToken, Lock, LockKey, OwnerId, clock, metrics, options::validate_ttl,
+    BootInstant, DynLock, Error, FenceToken, LockKey, OwnerId, call::bounded, clock, metrics,
+    options::validate_ttl,
 };
 
 /// What a lease and its keep-alive task share.
@@ -91,7 +92,7 @@ impl LeaseState {
 /// best effort: the release is not immediate, and if it cannot reach the backend the
 /// TTL frees the key.
 pub struct Lease {
-    lock: Arc<dyn Lock>,
+    lock: DynLock,
     key: LockKey,
     owner: OwnerId,
     fence: FenceToken,
@@ -113,7 +114,8 @@ pub struct LeaseHandle {
 
 /// How a fresh lease starts: everything the acquisition learned.
 pub(crate) struct Granted {
-    pub(crate) lock: Arc<dyn Lock>,
+    pub(crate) lock: DynLock,
+    pub(crate) caps: crate::Capabilities,
     pub(crate) key: LockKey,
     pub(crate) owner: OwnerId,
     pub(crate) fence: FenceToken,
@@ -127,6 +129,7 @@ impl Lease {
     pub(crate) fn start(granted: Granted) -> Lease {
         let Granted {
             lock,
+            caps,
             key,
             owner,
             fence,
@@ -134,7 +137,6 @@ impl Lease {
             sent,
             keep_alive,
         } = granted;
-        let caps = lock.capabilities();
         let drift = caps.drift(ttl);
         let state = Arc::new(LeaseState {
             backend: caps.name,
@@ -243,30 +245,32 @@ impl Lease {
         }
         let sent = BootInstant::now();
         let budget = self.budget(sent);
-        match tokio::time::timeout(budget, self.lock.extend(&self.key, &self.owner, ttl)).await {
-            Ok(Ok(())) => {
+        match bounded(
+            "extend",
+            budget,
+            self.lock.extend(&self.key, &self.owner, ttl),
+        )
+        .await
+        {
+            Ok(()) => {
                 self.drift = self.lock.capabilities().drift(ttl);
                 self.state
                     .extended(sent.saturating_add(ttl).saturating_sub(self.drift), ttl);
                 Ok(())
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 if e.is_lease_lost() {
                     self.state.mark_lost();
                 }
                 Err(e)
             }
-            Err(_) => Err(Error::OperationTimeout {
-                operation: "extend",
-                after: budget,
-            }),
         }
     }
 
-    /// Releases the lease. [`Error::LeaseLost`] if it had already expired or been
-    /// taken (the new holder is left alone); [`Error::LeaseReleased`] if released before.
-    /// On any other error the lease stays unreleased: call again, or drop it to
-    /// release in the background.
+    /// Releases the lease. [`Error::LeaseLost`] if it was lost before the release: it
+    /// expired (passed `valid_until`) or was taken, and the new holder is left alone.
+    /// [`Error::LeaseReleased`] if released before. On any other error the lease stays
+    /// unreleased: call again, or drop it to release in the background.
     pub async fn release(&mut self) -> Result<(), Error> {
         if self.released {
             return Err(Error::LeaseReleased {
@@ -275,15 +279,18 @@ impl Lease {
         }
         self.stop_keep_alive();
         let timeout = self.lock.operation_timeout();
-        let released = tokio::time::timeout(timeout, self.lock.release(&self.key, &self.owner))
-            .await
-            .map_err(|_| Error::OperationTimeout {
-                operation: "release",
-                after: timeout,
-            })??;
+        let held = bounded(
+            "release",
+            timeout,
+            self.lock.release(&self.key, &self.owner),
+        )
+        .await?;
         self.released = true;
-        self.record_hold();
-        if released {
+        let now = BootInstant::now();
+        self.record_hold(now);
+        // Past valid_until the holder could not assume it held the lock, even if the
+        // server (whose clock may run slower) still had it.
+        if held && now < self.state.valid_until() && !self.state.lost.load(Ordering::Acquire) {
             Ok(())
         } else {
             self.state.mark_lost();
@@ -316,11 +323,10 @@ impl Lease {
         }
     }
 
-    fn record_hold(&self) {
+    fn record_hold(&self, now: BootInstant) {
         metrics::hold(
             self.state.backend,
-            BootInstant::now()
-                .saturating_duration_since(self.acquired_at)
+            now.saturating_duration_since(self.acquired_at)
                 .as_secs_f64(),
         );
     }
@@ -330,7 +336,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.stop_keep_alive();
         if !self.released {
-            self.record_hold();
+            self.record_hold(BootInstant::now());
             Arc::clone(&self.lock).release_in_background(self.key.clone(), self.owner);
         }
     }
@@ -386,7 +392,7 @@ impl fmt::Debug for LeaseHandle {
 }
 
 struct KeepAlive {
-    lock: Arc<dyn Lock>,
+    lock: DynLock,
     key: LockKey,
     owner: OwnerId,
     drift_of: crate::Capabilities,
@@ -413,8 +419,8 @@ async fn keep_alive_task(mut ka: KeepAlive) {
         let sent = BootInstant::now();
         let left = ka.state.valid_until().saturating_duration_since(sent);
         let budget = ka.lock.operation_timeout().min(left);
-        match tokio::time::timeout(budget, ka.lock.extend(&ka.key, &ka.owner, ttl)).await {
-            Ok(Ok(())) => {
+        match bounded("extend", budget, ka.lock.extend(&ka.key, &ka.owner, ttl)).await {
+            Ok(()) => {
                 let valid_until = sent
                     .saturating_add(ttl)
                     .saturating_sub(ka.drift_of.drift(ttl));
@@ -422,21 +428,14 @@ async fn keep_alive_task(mut ka: KeepAlive) {
                 ka.last_extended = sent;
                 next = sent.saturating_add(ttl.mul_f64(ka.fraction));
             }
-            Ok(Err(e)) if e.is_lease_lost() => {
+            Err(e) if e.is_lease_lost() => {
                 tracing::warn!(key = %ka.key, "keep-alive found the lease gone");
                 ka.state.mark_lost();
                 return;
             }
-            outcome => {
+            Err(error) => {
                 metrics::extend_failed(ka.state.backend);
-                match outcome {
-                    Ok(Err(error)) => {
-                        tracing::warn!(key = %ka.key, %error, "keep-alive extension failed; retrying")
-                    }
-                    _ => {
-                        tracing::warn!(key = %ka.key, ?budget, "keep-alive extension timed out; retrying")
-                    }
-                }
+                tracing::warn!(key = %ka.key, %error, "keep-alive extension failed; retrying");
                 // Retry well before validity runs out, but do not spin.
                 let left = ka.state.valid_until().remaining();
                 let pause = (left / 4).clamp(Duration::from_millis(5), ttl.mul_f64(ka.fraction));

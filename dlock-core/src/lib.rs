@@ -3,6 +3,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acquire;
+mod call;
 mod capabilities;
 pub mod clock;
 mod error;
@@ -27,5 +28,5 @@ pub use fence::{Admission, FenceGate, FenceSource, FenceToken};
 pub use key::{LockKey, MAX_KEY_LEN};
 pub use lease::{Lease, LeaseHandle};
 pub use lock::{Attempt, AttemptRequest, DynLock, Lock, WakeSignal};
-pub use options::{Acquire, DEFAULT_KEEP_ALIVE, Wait, validate_ttl};
+pub use options::{Acquire, DEFAULT_KEEP_ALIVE, MAX_REPRESENTABLE_TTL, Wait, validate_ttl};
 pub use owner::OwnerId;

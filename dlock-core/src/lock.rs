@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
-use crate::{Capabilities, Error, FenceToken, LockKey, OwnerId};
+use crate::{BootInstant, Capabilities, Error, FenceToken, LockKey, OwnerId};
 
 /// One acquisition attempt, as the machinery sends it to a backend.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +23,9 @@ pub struct AttemptRequest<'a> {
     /// The caller will wait if the key is busy: a FIFO backend may queue it.
     /// `false` for `try_acquire`, which must leave nothing behind when busy.
     pub queue: bool,
+    /// When this attempt was sent, on the lease clock: the lease's validity is
+    /// measured from here. An in-process backend may use it as "now".
+    pub sent: BootInstant,
 }
 
 /// A future that resolves when a busy key may have become free.
@@ -123,31 +126,6 @@ pub trait Lock: Send + Sync + 'static {
                 }
             });
         }
-    }
-}
-
-#[async_trait]
-impl<L: Lock + ?Sized> Lock for Arc<L> {
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
-    }
-    async fn attempt(&self, request: AttemptRequest<'_>) -> Result<Attempt, Error> {
-        (**self).attempt(request).await
-    }
-    async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
-        (**self).extend(key, owner, ttl).await
-    }
-    async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
-        (**self).release(key, owner).await
-    }
-    fn new_owner(&self) -> OwnerId {
-        (**self).new_owner()
-    }
-    fn operation_timeout(&self) -> Duration {
-        (**self).operation_timeout()
-    }
-    fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
-        Arc::clone(&*self).release_in_background(key, owner)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{Capabilities, InvalidInput, clock::BootInstant};
+use crate::{Capabilities, InvalidInput};
 
 /// How long `acquire` waits for a held lock.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -122,6 +122,10 @@ impl Acquire {
     }
 }
 
+/// The longest TTL any backend accepts: far beyond any real lease, and far below
+/// where adding it to a clock reading (`Instant`, the lease clock) could overflow.
+pub const MAX_REPRESENTABLE_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Checks a TTL against the backend's limits and against clock overflow.
 pub fn validate_ttl(ttl: Duration, caps: &Capabilities) -> Result<(), InvalidInput> {
     if ttl.is_zero() {
@@ -133,13 +137,10 @@ pub fn validate_ttl(ttl: Duration, caps: &Capabilities) -> Result<(), InvalidInp
             min: caps.min_ttl,
         });
     }
-    let overflows = std::time::Instant::now().checked_add(ttl).is_none()
-        || tokio::time::Instant::now().checked_add(ttl).is_none()
-        || BootInstant::now().checked_add(ttl).is_none();
-    if ttl > caps.max_ttl || overflows {
+    if ttl > caps.max_ttl.min(MAX_REPRESENTABLE_TTL) {
         return Err(InvalidInput::TtlTooLong {
             ttl,
-            max: caps.max_ttl,
+            max: caps.max_ttl.min(MAX_REPRESENTABLE_TTL),
         });
     }
     let g = caps.ttl_granularity;

@@ -10,10 +10,9 @@ use std::{
 
 use async_trait::async_trait;
 use dlock_core::{
-    Attempt, AttemptRequest, Capabilities, Error, ExpiryScope, FenceSource, FenceToken, Lock,
-    LockKey, OwnerId,
+    Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceSource,
+    FenceToken, Lock, LockKey, OwnerId,
 };
-use tokio::time::Instant;
 
 use crate::table::{Outcome, Table};
 
@@ -65,7 +64,7 @@ impl MemoryLock {
 
     /// Removes every expired entry now; returns how many entries remain.
     pub fn reclaim_expired(&self) -> usize {
-        self.table().sweep(Instant::now())
+        self.table().sweep(BootInstant::now())
     }
 
     /// Drops the holder of `key`, whoever it is, as an operator breaking a stuck lock
@@ -111,7 +110,7 @@ impl Lock for MemoryLock {
     async fn attempt(&self, req: AttemptRequest<'_>) -> Result<Attempt, Error> {
         let outcome = self
             .table()
-            .attempt(req.key, req.owner, req.ttl, req.queue, Instant::now());
+            .attempt(req.key, req.owner, req.ttl, req.queue, req.sent);
         Ok(match outcome {
             Outcome::Granted(fence) => Attempt::Acquired { fence },
             Outcome::Busy { wake, retry_after } => Attempt::Busy {
@@ -126,7 +125,7 @@ impl Lock for MemoryLock {
     async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
         if self
             .table()
-            .extend(key.as_str(), owner, ttl, Instant::now())
+            .extend(key.as_str(), owner, ttl, BootInstant::now())
         {
             Ok(())
         } else {
@@ -137,7 +136,7 @@ impl Lock for MemoryLock {
     }
 
     async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
-        Ok(self.table().release(key.as_str(), owner, Instant::now()))
+        Ok(self.table().release(key.as_str(), owner))
     }
 
     fn new_owner(&self) -> OwnerId {
@@ -152,7 +151,7 @@ impl Lock for MemoryLock {
     fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
         // No I/O: release at once, so a cancelled waiter leaves the queue before
         // anyone else looks at it.
-        self.table().release(key.as_str(), &owner, Instant::now());
+        self.table().release(key.as_str(), &owner);
     }
 }
 

@@ -6,8 +6,9 @@ use std::{
     time::Duration,
 };
 
+use dlock_core::BootInstant;
 use dlock_core::{FenceToken, LockKey, OwnerId};
-use tokio::{sync::Notify, time::Instant};
+use tokio::sync::Notify;
 
 /// Sweep for expired entries after this many insertions since the last sweep,
 /// or when the table doubled: keeps reclaiming amortised O(1).
@@ -16,7 +17,7 @@ const SWEEP_EVERY: usize = 1024;
 pub(crate) struct Holder {
     pub(crate) owner: OwnerId,
     pub(crate) fence: FenceToken,
-    pub(crate) expires: Instant,
+    pub(crate) expires: BootInstant,
 }
 
 struct Waiter {
@@ -33,7 +34,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn live_holder(&mut self, now: Instant) -> Option<&mut Holder> {
+    fn live_holder(&mut self, now: BootInstant) -> Option<&mut Holder> {
         if self.holder.as_ref().is_some_and(|h| h.expires <= now) {
             self.holder = None;
         }
@@ -90,13 +91,19 @@ impl Table {
         owner: &OwnerId,
         ttl: Duration,
         queue: bool,
-        now: Instant,
+        now: BootInstant,
     ) -> Outcome {
-        if !self.entries.contains_key(key.as_str()) {
-            self.note_insert(now);
+        if self.inserted_since_sweep >= SWEEP_EVERY.max(self.len_after_sweep) {
+            self.sweep(now);
         }
-        let expires = now + ttl;
-        let entry = self.entries.entry(key.clone()).or_default();
+        let expires = now.saturating_add(ttl);
+        let entry = match self.entries.entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.inserted_since_sweep += 1;
+                e.insert(Entry::default())
+            }
+        };
         match entry.live_holder(now) {
             // A retry of an attempt that already succeeded (its answer was lost).
             Some(holder) if holder.owner == *owner => {
@@ -104,7 +111,7 @@ impl Table {
                 return Outcome::Granted(holder.fence);
             }
             Some(holder) => {
-                let retry_after = Some(holder.expires - now);
+                let retry_after = Some(holder.expires.saturating_duration_since(now));
                 return Outcome::Busy {
                     wake: queue.then(|| enqueue(&mut entry.waiters, owner)),
                     retry_after,
@@ -148,26 +155,28 @@ impl Table {
         key: &str,
         owner: &OwnerId,
         ttl: Duration,
-        now: Instant,
+        now: BootInstant,
     ) -> bool {
         let Some(entry) = self.entries.get_mut(key) else {
             return false;
         };
         match entry.live_holder(now) {
             Some(holder) if holder.owner == *owner => {
-                holder.expires = now + ttl;
+                holder.expires = now.saturating_add(ttl);
                 true
             }
             _ => false,
         }
     }
 
-    /// Whether `owner` held the key; removes it from the queue either way.
-    pub(crate) fn release(&mut self, key: &str, owner: &OwnerId, now: Instant) -> bool {
+    /// Whether `owner` held the key (expired or not: nobody else took it); removes it
+    /// from the queue either way. Whether the lease was still valid is the caller's
+    /// question, answered on its own clock.
+    pub(crate) fn release(&mut self, key: &str, owner: &OwnerId) -> bool {
         let Some(entry) = self.entries.get_mut(key) else {
             return false;
         };
-        let held = matches!(entry.live_holder(now), Some(h) if h.owner == *owner);
+        let held = matches!(&entry.holder, Some(h) if h.owner == *owner);
         if held {
             entry.holder = None;
             entry.wake_head();
@@ -204,7 +213,7 @@ impl Table {
     }
 
     /// Removes expired entries without waiters; returns how many remain.
-    pub(crate) fn sweep(&mut self, now: Instant) -> usize {
+    pub(crate) fn sweep(&mut self, now: BootInstant) -> usize {
         self.entries.retain(|_, e| {
             e.live_holder(now);
             !e.is_idle()
@@ -213,13 +222,6 @@ impl Table {
         self.len_after_sweep = self.entries.len();
         self.shrink_if_sparse();
         self.entries.len()
-    }
-
-    fn note_insert(&mut self, now: Instant) {
-        self.inserted_since_sweep += 1;
-        if self.inserted_since_sweep >= SWEEP_EVERY.max(self.len_after_sweep) {
-            self.sweep(now);
-        }
     }
 
     /// A HashMap keeps its capacity after removals; give memory back once it is
@@ -258,12 +260,12 @@ mod tests {
         wake.notified().now_or_never().is_some()
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_waiter_that_becomes_head_is_woken_to_learn_the_new_expiry() {
         let mut table = Table::default();
         let key = LockKey::new("k").expect("valid");
         let ttl = Duration::from_millis(100);
-        let now = Instant::now();
+        let now = BootInstant::now();
         assert!(matches!(
             table.attempt(&key, &owner(0), ttl, true, now),
             Outcome::Granted(_)
@@ -279,7 +281,7 @@ mod tests {
             panic!("third owner not queued");
         };
         // The holder expires; the third waiter looks first and finds the key reserved.
-        let later = now + ttl;
+        let later = now.saturating_add(ttl);
         let Outcome::Busy {
             retry_after: None, ..
         } = table.attempt(&key, &owner(2), ttl, true, later)
@@ -303,7 +305,7 @@ mod tests {
     #[test]
     fn freed_keys_leave_an_empty_table_that_gives_capacity_back() {
         let mut table = Table::default();
-        let now = Instant::now();
+        let now = BootInstant::now();
         let ttl = Duration::from_secs(1);
         let keys: Vec<_> = (0..10_000)
             .map(|i| LockKey::new(&format!("k{i}")).expect("valid"))
@@ -316,7 +318,7 @@ mod tests {
         }
         let full = table.entries.capacity();
         for (i, key) in keys.iter().enumerate() {
-            assert!(table.release(key.as_str(), &owner(i as u64), now));
+            assert!(table.release(key.as_str(), &owner(i as u64)));
         }
         assert_eq!(table.len(), 0);
         assert!(
@@ -328,7 +330,7 @@ mod tests {
         for (i, key) in keys.iter().enumerate() {
             table.attempt(key, &owner(i as u64), ttl, false, now);
         }
-        let expired = now + ttl;
+        let expired = now.saturating_add(ttl);
         let fresh: Vec<_> = (0..SWEEP_EVERY * 20)
             .map(|i| LockKey::new(&format!("f{i}")).expect("valid"))
             .collect();
