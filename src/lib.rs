@@ -7,8 +7,8 @@ mod connect;
 pub use connect::connect;
 #[doc(inline)]
 pub use dlock_core::{
-    Acquire, Admission, Attempt, AttemptRequest, BootInstant, Capabilities, DynLock, Error,
-    ExpiryScope, FenceGate, FenceSource, FenceToken, InvalidInput, Lease, LeaseHandle, Lock,
+    Acquire, Admission, Attempt, AttemptRequest, BootInstant, Bulkheaded, Capabilities, DynLock,
+    Error, ExpiryScope, FenceGate, FenceSource, FenceToken, InvalidInput, Lease, LeaseHandle, Lock,
     LockExt, LockKey, MAX_KEY_LEN, OwnerId, Wait, metrics, reliability,
 };
 #[cfg(feature = "memory")]

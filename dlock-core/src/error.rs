@@ -62,6 +62,11 @@ pub enum Error {
         detail: String,
     },
 
+    /// A bulkhead in front of the backend refused the call at once: too many
+    /// operations were in flight. Retry later.
+    #[error("backend overloaded: {0}")]
+    Overloaded(#[from] crate::reliability::BulkheadFull),
+
     /// Any other backend failure.
     #[error("backend error: {source}")]
     Backend {
@@ -105,7 +110,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::OperationTimeout { .. } | Error::Unavailable { .. }
+            Error::OperationTimeout { .. } | Error::Unavailable { .. } | Error::Overloaded(_)
         )
     }
 }

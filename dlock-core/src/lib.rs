@@ -3,6 +3,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acquire;
+mod bulkheaded;
 mod call;
 mod capabilities;
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod reliability;
 pub mod conformance;
 
 pub use acquire::LockExt;
+pub use bulkheaded::Bulkheaded;
 pub use capabilities::{Capabilities, ExpiryScope};
 pub use clock::BootInstant;
 pub use error::{BoxError, Error, InvalidInput};

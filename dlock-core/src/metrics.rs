@@ -1,5 +1,7 @@
 //! Metric names, emitted through the `metrics` facade: install any recorder
-//! (Prometheus, StatsD, ...) to collect them. Every metric carries a `backend` label.
+//! (Prometheus, StatsD, ...) to collect them. The lock metrics below carry a
+//! `backend` label; the reliability helpers' own metrics (`dlock_bulkhead_*`,
+//! `dlock_breaker_*`, see [`reliability`](crate::reliability)) carry the helper's `name`.
 
 /// Counter: acquisitions by `outcome` (`acquired`, `busy`, `timeout`, `error`).
 /// Failures are the `timeout` and `error` outcomes.

@@ -25,3 +25,34 @@ impl Harness for MemoryHarness {
 dlock_core::conformance_tests!(MemoryHarness {
     lock: MemoryLock::new()
 });
+
+/// The same suite through a bulkhead: the adapter must keep the whole contract.
+mod bulkheaded {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use dlock_core::{Bulkheaded, DynLock, conformance::Harness, reliability::Bulkhead};
+    use dlock_memory::MemoryLock;
+
+    struct BulkheadedHarness {
+        lock: Bulkheaded<MemoryLock>,
+    }
+
+    #[async_trait]
+    impl Harness for BulkheadedHarness {
+        async fn client(&self) -> DynLock {
+            Arc::new(self.lock.clone())
+        }
+
+        async fn delete_key(&self, key: &str) {
+            self.lock.inner().force_release(key);
+        }
+    }
+
+    dlock_core::conformance_tests!(BulkheadedHarness {
+        lock: Bulkheaded::new(
+            MemoryLock::new(),
+            Bulkhead::with_name("conformance", 64, 256).expect("valid limits"),
+        ),
+    });
+}
