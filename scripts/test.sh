@@ -6,6 +6,22 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# Integration tests run real servers in Docker; no Docker is a failure, not a skip.
+# Images: DLOCK_REDIS_IMAGE / DLOCK_ETCD_IMAGE, else the official ones
+# (scripts/test-images.sh builds local ones where no registry is reachable).
+if ! docker info >/dev/null 2>&1; then
+    echo "error: the integration tests need a running Docker engine" >&2
+    exit 1
+fi
+# Test containers are shared by the run's test processes and removed at its end.
+export DLOCK_TEST_RUN="${DLOCK_TEST_RUN:-run-$$-$(date +%s)}"
+cleanup() {
+    local ids
+    ids=$(docker ps -aq --filter "label=dlock.test=$DLOCK_TEST_RUN")
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null
+}
+trap cleanup EXIT
+
 step "format"
 cargo fmt --all --check
 

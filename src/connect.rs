@@ -1,12 +1,13 @@
 //! `connect(url)`: pick a backend at run time, by URL.
 
-use dlock_core::{DynLock, Error, InvalidInput};
+use dlock_core::{DynLock, Error, InvalidInput, redact_url};
 
 /// Connects to the backend a URL names, so configuration alone picks it:
 ///
 /// | URL | backend | feature |
 /// |---|---|---|
 /// | `memory://` or `memory://NAME` | in-process table, shared by every `connect` to the same name in this process | `memory` (default) |
+/// | `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS) | one Redis server | `redis` |
 ///
 /// An unknown scheme, or one whose feature is not enabled, is an
 /// [`InvalidInput::Url`] error; the URL in the error never shows a password.
@@ -36,7 +37,16 @@ pub async fn connect(url: &str) -> Result<DynLock, Error> {
             url,
             "the `memory` feature of dlock-rs is not enabled",
         )),
-        "redis" | "rediss" | "redlock" | "etcd" | "etcds" => Err(bad_url(
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Ok(std::sync::Arc::new(
+            dlock_redis::RedisLock::connect(url).await?,
+        )),
+        #[cfg(not(feature = "redis"))]
+        "redis" | "rediss" => Err(bad_url(
+            url,
+            "the `redis` feature of dlock-rs is not enabled",
+        )),
+        "redlock" | "etcd" | "etcds" => Err(bad_url(
             url,
             &format!("the `{scheme}` backend is not available in this build"),
         )),
@@ -68,42 +78,14 @@ fn memory(url: &str, rest: &str) -> Result<DynLock, Error> {
 
 fn bad_url(url: &str, reason: &str) -> Error {
     Error::InvalidInput(InvalidInput::Url {
-        url: redact(url),
+        url: redact_url(url),
         reason: reason.to_owned(),
     })
-}
-
-/// The URL with any password replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            // user:password shows the user; a lone userinfo may be a token, so hide it all.
-            let shown = match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***"),
-                None => "***".to_owned(),
-            };
-            format!("{scheme}://{shown}@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redact_hides_passwords() {
-        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(redact("redis://:secret@h"), "redis://:***@h");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
-        assert_eq!(redact("nonsense"), "nonsense");
-    }
 
     #[tokio::test]
     async fn bad_urls_are_typed_errors() {

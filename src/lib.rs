@@ -15,3 +15,7 @@ pub use dlock_core::{
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 #[doc(inline)]
 pub use dlock_memory::{MemoryFenceGate, MemoryLock};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use dlock_redis::{RedisConfig, RedisFenceGate, RedisLock};

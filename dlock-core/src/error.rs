@@ -52,6 +52,14 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The backend refused the credentials (wrong or missing password, no permission).
+    #[error("backend refused the credentials: {source}")]
+    Auth {
+        /// The client library's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// The backend refused the operation because of what it found at the key
     /// (for example a Redis key of another type).
     #[error("conflict at `{key}`: {detail}")]

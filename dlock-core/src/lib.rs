@@ -11,11 +11,13 @@ mod error;
 mod fence;
 mod key;
 mod lease;
+pub mod local_queue;
 mod lock;
 pub mod metrics;
 mod options;
 mod owner;
 pub mod reliability;
+mod url;
 
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
@@ -32,3 +34,4 @@ pub use lease::{Lease, LeaseHandle};
 pub use lock::{Attempt, AttemptRequest, DynLock, Lock, WakeSignal};
 pub use options::{Acquire, DEFAULT_KEEP_ALIVE, MAX_REPRESENTABLE_TTL, Wait, validate_ttl};
 pub use owner::OwnerId;
+pub use url::redact_url;

@@ -1,0 +1,49 @@
+//! From redis-rs errors to dlock's, answering the caller's question: retry, fix the
+//! configuration, or look at the key.
+
+use dlock_core::Error;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+/// The error code our scripts use for a key that holds something else.
+const CONFLICT: &str = "DLOCK_CONFLICT";
+
+pub(crate) fn from_redis(key: Option<&str>, e: RedisError) -> Error {
+    let key_name = || key.unwrap_or_default().to_owned();
+    match e.code() {
+        Some(CONFLICT) => {
+            return Error::Conflict {
+                key: key_name(),
+                detail: e
+                    .detail()
+                    .unwrap_or("the key holds another type")
+                    .to_owned(),
+            };
+        }
+        Some("WRONGTYPE") => {
+            return Error::Conflict {
+                key: key_name(),
+                detail: "the key holds a value of another type".to_owned(),
+            };
+        }
+        Some("NOAUTH" | "WRONGPASS") => {
+            return Error::Auth {
+                source: Box::new(e),
+            };
+        }
+        _ => {}
+    }
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        return Error::unavailable(e);
+    }
+    match e.kind() {
+        ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
+            Error::Auth {
+                source: Box::new(e),
+            }
+        }
+        ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain) => {
+            Error::unavailable(e)
+        }
+        _ => Error::backend(e),
+    }
+}

@@ -1,0 +1,122 @@
+//! The key layout in Redis, versioned so a later layout can coexist.
+//!
+//! `[prefix]dlock:v1:lock:{<key>}` holds the owner id, `...:fence:{<key>}` the fence
+//! counter, `...:gate:{<resource>}` a fence gate's register, and releases are
+//! published on `...:released:{<key>}`. The user key sits in one hash tag, so the
+//! lock and its counter share a Cluster slot; it is escaped (`%` `{` `}`) so that no
+//! key can end the tag early and no two keys collide.
+
+use dlock_core::{InvalidInput, LockKey};
+
+#[derive(Clone, Debug)]
+pub(crate) struct KeyLayout {
+    /// `[prefix]dlock:v1:`
+    base: String,
+}
+
+impl KeyLayout {
+    pub(crate) fn new(prefix: &str) -> Result<Self, InvalidInput> {
+        if prefix.contains(['{', '}']) {
+            return Err(InvalidInput::Option {
+                name: "prefix",
+                reason: "must not contain `{` or `}`: they would move the Cluster hash tag".into(),
+            });
+        }
+        Ok(KeyLayout {
+            base: format!("{prefix}dlock:v1:"),
+        })
+    }
+
+    pub(crate) fn lock(&self, key: &LockKey) -> String {
+        self.tagged("lock", key.as_str())
+    }
+
+    pub(crate) fn fence(&self, key: &LockKey) -> String {
+        self.tagged("fence", key.as_str())
+    }
+
+    pub(crate) fn gate(&self, resource: &str) -> String {
+        self.tagged("gate", resource)
+    }
+
+    pub(crate) fn released_channel(&self, key: &LockKey) -> String {
+        self.tagged("released", key.as_str())
+    }
+
+    /// The pattern matching every release channel of this layout.
+    pub(crate) fn released_pattern(&self) -> String {
+        format!("{}released:*", self.base)
+    }
+
+    /// The escaped key a release channel names, if it is one of ours.
+    pub(crate) fn escaped_key_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.base.as_str())?
+            .strip_prefix("released:{")?
+            .strip_suffix('}')
+    }
+
+    fn tagged(&self, kind: &str, key: &str) -> String {
+        let mut out = String::with_capacity(self.base.len() + kind.len() + key.len() + 4);
+        out.push_str(&self.base);
+        out.push_str(kind);
+        out.push_str(":{");
+        escape_into(key, &mut out);
+        out.push('}');
+        out
+    }
+}
+
+/// Escapes the characters that could end or fake a hash tag, and the escape itself.
+pub(crate) fn escape_into(key: &str, out: &mut String) {
+    for c in key.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+}
+
+pub(crate) fn escape(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    escape_into(key, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> LockKey {
+        LockKey::new(k).expect("valid")
+    }
+
+    #[test]
+    fn keys_share_one_hash_tag_and_never_collide() {
+        let layout = KeyLayout::new("app:").expect("valid");
+        assert_eq!(layout.lock(&key("order:1")), "app:dlock:v1:lock:{order:1}");
+        assert_eq!(
+            layout.fence(&key("order:1")),
+            "app:dlock:v1:fence:{order:1}"
+        );
+        assert_eq!(
+            layout.lock(&key("a}b{c%")),
+            "app:dlock:v1:lock:{a%7Db%7Bc%25}"
+        );
+        let distinct = ["a}", "a%7D", "a%", "a%25", "{a}", "a"];
+        let mut seen: Vec<String> = distinct.iter().map(|k| layout.lock(&key(k))).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), distinct.len(), "{seen:?}");
+        let channel = layout.released_channel(&key("x}y"));
+        assert_eq!(layout.escaped_key_of_channel(&channel), Some("x%7Dy"));
+        assert_eq!(layout.escaped_key_of_channel("other:released:{x}"), None);
+    }
+
+    #[test]
+    fn a_prefix_with_braces_is_refused() {
+        assert!(KeyLayout::new("a{b}").is_err());
+    }
+}

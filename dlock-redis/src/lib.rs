@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod config;
+mod errors;
+mod gate;
+mod keys;
+mod lock;
+mod notify;
+mod scripts;
+
+pub use config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, RedisConfig, RedisConfigBuilder,
+};
+pub use gate::RedisFenceGate;
+pub use lock::RedisLock;

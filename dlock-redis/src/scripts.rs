@@ -1,0 +1,91 @@
+//! The Lua scripts: each operation is one atomic step on the server.
+//!
+//! redis-rs sends them by `EVALSHA` and reloads a script the server has lost (a
+//! restart, `SCRIPT FLUSH`) when it answers `NOSCRIPT`.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// KEYS: lock, fence. ARGV: owner, ttl ms, fence counter ttl ms.
+/// Returns `{1, token}` when granted (also to a retry by the same owner), `{0, pttl}`
+/// when held by another; an error naming the type if a key holds something else.
+pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local lock_type = redis.call('TYPE', KEYS[1]).ok
+if lock_type ~= 'none' and lock_type ~= 'string' then
+  return redis.error_reply('DLOCK_CONFLICT ' .. KEYS[1] .. ' holds a ' .. lock_type .. ', not a lock')
+end
+local fence_type = redis.call('TYPE', KEYS[2]).ok
+if fence_type ~= 'none' and fence_type ~= 'string' then
+  return redis.error_reply('DLOCK_CONFLICT ' .. KEYS[2] .. ' holds a ' .. fence_type .. ', not a fence counter')
+end
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, redis.call('GET', KEYS[2])}
+end
+if holder then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  -- A lost counter (restart without persistence, expiry) restarts above every token
+  -- issued before: the server clock in microseconds.
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+-- Read back as text: Lua numbers are doubles and print large ones with exponents.
+return {1, redis.call('GET', KEYS[2])}
+"#,
+    )
+});
+
+/// KEYS: lock. ARGV: owner, ttl ms. Returns 1 if extended, 0 if not held by owner.
+pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#,
+    )
+});
+
+/// KEYS: lock. ARGV: owner, release channel. Returns 1 if released, 0 if not held by owner.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], '')
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// KEYS: gate register. ARGV: token (decimal), value.
+/// Stores the value if the token is at least the highest accepted; returns
+/// `{1, token}` or `{0, highest}`. Tokens compare as decimal strings (by length,
+/// then digits), so every u64 compares exactly, beyond Lua's 2^53.
+pub(crate) static GATE_WRITE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local highest = redis.call('HGET', KEYS[1], 'token')
+if highest then
+  local t = ARGV[1]
+  if #t < #highest or (#t == #highest and t < highest) then
+    return {0, highest}
+  end
+end
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'value', ARGV[2])
+return {1, ARGV[1]}
+"#,
+    )
+});

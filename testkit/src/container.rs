@@ -1,0 +1,129 @@
+//! Starting containers: shared ones, reused across the test run, and dedicated ones
+//! that a fault test may pause, stop and restart.
+
+use std::{net::TcpListener, time::Duration};
+
+use testcontainers::{
+    ContainerAsync, ContainerRequest, GenericImage, ImageExt, ReuseDirective, runners::AsyncRunner,
+};
+
+/// The label every test container carries, with the run id as its value, for the
+/// cleanup at the end of the run (`docker rm -f $(docker ps -aq --filter label=dlock.test=RUN)`).
+pub const LABEL: &str = "dlock.test";
+
+/// A container started for one test; removed when dropped.
+pub struct Server {
+    container: ContainerAsync<GenericImage>,
+    port: u16,
+}
+
+impl Server {
+    pub(crate) async fn start(
+        request: ContainerRequest<GenericImage>,
+        internal_port: u16,
+    ) -> Server {
+        let container = request
+            .with_label(LABEL, run_id())
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{}", docker_help(&e.to_string())));
+        let port = container
+            .get_host_port_ipv4(internal_port)
+            .await
+            .unwrap_or_else(|e| panic!("no published port {internal_port}: {e}"));
+        Server { container, port }
+    }
+
+    /// The published port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Freezes every process of the server (SIGSTOP through the cgroup freezer).
+    pub async fn pause(&self) {
+        self.container.pause().await.expect("docker pause");
+    }
+
+    /// Thaws a paused server.
+    pub async fn unpause(&self) {
+        self.container.unpause().await.expect("docker unpause");
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after `grace`).
+    pub async fn stop(&self, grace: Duration) {
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        self.container
+            .stop_with_timeout(Some(seconds))
+            .await
+            .expect("docker stop");
+    }
+
+    /// Starts a stopped server again. Keep the published port across this with a
+    /// fixed mapping ([`free_port`]); otherwise Docker picks a new one.
+    pub async fn start_again(&self) {
+        self.container.start().await.expect("docker start");
+    }
+}
+
+/// Starts (or finds, if another test process already started it) the shared
+/// container `name`, and returns its published port.
+pub(crate) async fn shared(
+    name: &str,
+    request: ContainerRequest<GenericImage>,
+    internal_port: u16,
+) -> u16 {
+    // One process starts it; the others wait here and then find it by name.
+    let lock_path = std::env::temp_dir().join(format!("{name}.lock"));
+    let lock_file = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::create(&lock_path).expect("lock file");
+        file.lock().expect("lock the shared container's lock file");
+        file
+    })
+    .await
+    .expect("lock task");
+    let container = request
+        .with_container_name(name)
+        .with_label(LABEL, run_id())
+        .with_reuse(ReuseDirective::Always)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", docker_help(&e.to_string())));
+    let port = container
+        .get_host_port_ipv4(internal_port)
+        .await
+        .unwrap_or_else(|e| panic!("no published port {internal_port}: {e}"));
+    drop(lock_file);
+    port
+}
+
+/// A port free on 127.0.0.1 right now, for a fixed mapping that survives restarts.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Which test run a shared container belongs to (`DLOCK_TEST_RUN`, else `dev`).
+pub(crate) fn run_id() -> String {
+    std::env::var("DLOCK_TEST_RUN").unwrap_or_else(|_| "dev".into())
+}
+
+/// Splits `name:tag` (the tag defaults to `latest`).
+pub(crate) fn image(var: &str, default: &str) -> GenericImage {
+    let spec = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    let (name, tag) = match spec.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+        _ => (spec.clone(), "latest".to_owned()),
+    };
+    GenericImage::new(name, tag)
+}
+
+fn docker_help(error: &str) -> String {
+    format!(
+        "could not start a test container: {error}\n\
+         These tests need a running Docker engine and the server images: \
+         run scripts/test-images.sh (it builds local images from Debian's packages) \
+         and export the variables it prints, or let Docker pull the official images."
+    )
+}

@@ -1,0 +1,80 @@
+//! Redis servers for tests.
+
+use std::path::PathBuf;
+
+use testcontainers::{
+    ContainerRequest, GenericImage, ImageExt,
+    core::{IntoContainerPort, Mount, WaitFor},
+};
+use tokio::sync::OnceCell;
+
+use crate::container::{Server, image, run_id, shared};
+
+const PORT: u16 = 6379;
+
+/// The Redis image under test: `DLOCK_REDIS_IMAGE`, or the official `redis:7`.
+pub fn redis_image() -> GenericImage {
+    image("DLOCK_REDIS_IMAGE", "redis:7")
+}
+
+fn request(args: &[String]) -> ContainerRequest<GenericImage> {
+    // The bare server refuses outside clients: listen on every address, no protected mode.
+    let mut cmd = vec![
+        "redis-server",
+        "--protected-mode",
+        "no",
+        "--bind",
+        "0.0.0.0",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    cmd.extend(args.iter().cloned());
+    let ready = if args.iter().any(|a| a == "--tls-port") {
+        WaitFor::message_on_stdout("Ready to accept connections tls")
+    } else {
+        WaitFor::message_on_stdout("Ready to accept connections")
+    };
+    redis_image()
+        .with_exposed_port(PORT.tcp())
+        .with_wait_for(ready)
+        .with_cmd(cmd)
+}
+
+/// `redis://127.0.0.1:<port>` of the run's shared Redis, started on first use.
+pub async fn shared_redis_url() -> String {
+    static PORT_OF_SHARED: OnceCell<u16> = OnceCell::const_new();
+    let port = PORT_OF_SHARED
+        .get_or_init(|| async {
+            let name = format!("dlock-test-redis-{}", run_id());
+            shared(&name, request(&[]), PORT).await
+        })
+        .await;
+    format!("redis://127.0.0.1:{port}")
+}
+
+/// How to start a dedicated Redis.
+#[derive(Default, Clone)]
+pub struct RedisOptions {
+    /// Extra server arguments (`--requirepass`, `--tls-port`, ...).
+    pub args: Vec<String>,
+    /// Publish on this host port, so it stays the same across a restart.
+    pub host_port: Option<u16>,
+    /// Host directories mounted read-only: (host path, container path).
+    pub mounts: Vec<(PathBuf, String)>,
+}
+
+/// A Redis for one test (one a fault test may pause or restart); removed when dropped.
+pub async fn start_redis(options: RedisOptions) -> Server {
+    let mut req = request(&options.args);
+    if let Some(host_port) = options.host_port {
+        req = req.with_mapped_port(host_port, PORT.tcp());
+    }
+    for (host, container) in &options.mounts {
+        req = req.with_mount(
+            Mount::bind_mount(host.to_string_lossy().into_owned(), container.clone())
+                .with_access_mode(testcontainers::core::AccessMode::ReadOnly),
+        );
+    }
+    Server::start(req, PORT).await
+}
