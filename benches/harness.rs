@@ -235,7 +235,7 @@ where
                 while Instant::now() < deadline {
                     op(task).await;
                     done += 1;
-                    if done % 64 == 0 {
+                    if done.is_multiple_of(64) {
                         tokio::task::yield_now().await;
                     }
                 }

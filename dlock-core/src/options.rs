@@ -110,10 +110,10 @@ impl Acquire {
     /// Checks every option against the backend's capabilities, before any I/O.
     pub fn validate(&self, caps: &Capabilities) -> Result<(), InvalidInput> {
         validate_ttl(self.ttl, caps)?;
-        if let KeepAlive::Every(f) = self.keep_alive {
-            if !(f > 0.0 && f < 1.0) {
-                return Err(InvalidInput::KeepAliveFraction(f));
-            }
+        if let KeepAlive::Every(f) = self.keep_alive
+            && !(f > 0.0 && f < 1.0)
+        {
+            return Err(InvalidInput::KeepAliveFraction(f));
         }
         if self.wait == Wait::For(Duration::ZERO) {
             return Err(InvalidInput::ZeroWait);
@@ -144,7 +144,7 @@ pub fn validate_ttl(ttl: Duration, caps: &Capabilities) -> Result<(), InvalidInp
         });
     }
     let g = caps.ttl_granularity;
-    if !g.is_zero() && ttl.as_nanos() % g.as_nanos() != 0 {
+    if !g.is_zero() && !ttl.as_nanos().is_multiple_of(g.as_nanos()) {
         return Err(InvalidInput::TtlGranularity {
             ttl,
             granularity: g,

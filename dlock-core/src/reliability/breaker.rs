@@ -295,13 +295,13 @@ impl Inner {
         let mut transition = None;
         let result = {
             let mut state = self.lock();
-            if let Phase::Open { until: Some(until) } = state.phase {
-                if now >= until {
-                    let half_open = Phase::HalfOpen {
-                        trial_running: false,
-                    };
-                    transition = Some(self.enter(&mut state, half_open, now));
-                }
+            if let Phase::Open { until: Some(until) } = state.phase
+                && now >= until
+            {
+                let half_open = Phase::HalfOpen {
+                    trial_running: false,
+                };
+                transition = Some(self.enter(&mut state, half_open, now));
             }
             f(&mut state)
         };
