@@ -93,7 +93,7 @@ mod tests {
             "",
             "memory",
             "nope://x",
-            "redis://u:pw@h",
+            "redis://u:pw@127.0.0.1:notaport",
             "memory://a/b",
             "://",
         ] {

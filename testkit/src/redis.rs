@@ -30,11 +30,8 @@ fn request(args: &[String]) -> ContainerRequest<GenericImage> {
     .map(String::from)
     .collect::<Vec<_>>();
     cmd.extend(args.iter().cloned());
-    let ready = if args.iter().any(|a| a == "--tls-port") {
-        WaitFor::message_on_stdout("Ready to accept connections tls")
-    } else {
-        WaitFor::message_on_stdout("Ready to accept connections")
-    };
+    // Redis 7.0 logs "Ready to accept connections", 7.2 adds "tcp" or "tls".
+    let ready = WaitFor::message_on_stdout("Ready to accept connections");
     redis_image()
         .with_exposed_port(PORT.tcp())
         .with_wait_for(ready)

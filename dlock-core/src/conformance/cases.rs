@@ -838,8 +838,28 @@ pub async fn keys_do_not_collide(h: &dyn Harness) -> Checked {
     let (lock, caps) = setup(h).await;
     let base = unique_key("keys");
     let suffixes = [
-        "", "/", "/a", "a", ":a", "{a}", "{a", "a}", "}{", " a", "a ", "\\a", "%2Fa", "*", "?",
-        "ключ", "🔒", "\u{0}", "\t\n", "a/b/c", "a\u{301}",
+        "",
+        "/",
+        "/a",
+        "a",
+        ":a",
+        "{a}",
+        "{a",
+        "a}",
+        "}{",
+        " a",
+        "a ",
+        "\\a",
+        "%2Fa",
+        "*",
+        "?",
+        "ключ",
+        "🔒",
+        "\u{0}",
+        "\t\n",
+        "a/b/c",
+        "a\u{301}",
+        "\u{1}\u{7f}\u{fffd}\u{ff}",
     ];
     let ttl = long_ttl(&caps);
     let mut leases = Vec::new();

@@ -1,0 +1,76 @@
+//! The bench harness: one table per backend and run, every figure next to the floor
+//! measured in the same run (numbers from a shared 2-core machine are noisy; compare
+//! only within one run).
+//!
+//! ```text
+//! cargo bench --bench harness                          # memory backend
+//! cargo bench --bench harness -- --quick               # shorter runs
+//! cargo bench --bench harness --features redis -- --redis            # starts a test container
+//! cargo bench --bench harness --features redis -- --redis redis://127.0.0.1:6379
+//! cargo bench --bench harness -- --profile-uncontended # one memory loop, for perf
+//! ```
+
+use std::{sync::Arc, time::Duration};
+
+use dlock::{DynLock, MemoryLock};
+
+mod measure;
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+
+use measure::{Config, acquire_release, rate};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let config = if quick {
+        Config {
+            iterations: 20_000,
+            rounds: 3,
+            window: Duration::from_millis(300),
+            reclaim_keys: 100_000,
+        }
+    } else {
+        Config {
+            iterations: 200_000,
+            rounds: 5,
+            window: Duration::from_secs(1),
+            reclaim_keys: 1_000_000,
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if args.iter().any(|a| a == "--profile-uncontended") {
+        // Only the uncontended loop, for a profiler.
+        let lock: DynLock = Arc::new(MemoryLock::new());
+        runtime.block_on(async {
+            let r = rate(config.iterations * 10, || {
+                acquire_release(&lock, "bench:profile")
+            })
+            .await;
+            println!("{r:.0} acquire+release per second");
+        });
+        return;
+    }
+    if let Some(at) = args.iter().position(|a| a == "--redis") {
+        #[cfg(feature = "redis")]
+        {
+            let url = args.get(at + 1).filter(|u| u.starts_with("redis")).cloned();
+            runtime.block_on(redis::report(&config, url));
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = at;
+            eprintln!(
+                "--redis needs the `redis` feature: cargo bench --bench harness --features redis -- --redis"
+            );
+            std::process::exit(2);
+        }
+        return;
+    }
+    runtime.block_on(memory::report(&config));
+}

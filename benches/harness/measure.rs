@@ -1,0 +1,211 @@
+//! Measurement: rates, latencies, many tasks, contention, handoff, the table.
+
+use std::time::{Duration, Instant};
+
+use dlock::{Acquire, DynLock, LockExt};
+
+pub(crate) const TTL: Duration = Duration::from_secs(30);
+
+/// How long and how often to measure.
+pub(crate) struct Config {
+    /// Iterations of one single-task run.
+    pub(crate) iterations: usize,
+    /// Interleaved runs of floor and lock; the median is reported.
+    pub(crate) rounds: usize,
+    /// Length of each many-task run.
+    pub(crate) window: Duration,
+    /// Distinct keys in the reclaim run.
+    pub(crate) reclaim_keys: usize,
+}
+
+pub(crate) async fn acquire_release(lock: &DynLock, key: &str) {
+    let mut lease = lock.acquire(key, Acquire::ttl(TTL)).await.expect("acquire");
+    lease.release().await.expect("release");
+}
+
+pub(crate) async fn rate<F, Fut>(n: usize, mut op: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let start = Instant::now();
+    for _ in 0..n {
+        op().await;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+pub(crate) async fn latencies<F, Fut>(n: usize, mut op: F) -> Vec<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        op().await;
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    samples
+}
+
+pub(crate) struct ManyTasks {
+    pub(crate) rate: f64,
+}
+
+pub(crate) async fn many_tasks<F, Fut>(tasks: usize, window: Duration, op: F) -> ManyTasks
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let deadline = Instant::now() + window;
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < deadline {
+                    op(task).await;
+                    done += 1;
+                    if done.is_multiple_of(64) {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.expect("task");
+    }
+    ManyTasks {
+        rate: total as f64 / start.elapsed().as_secs_f64(),
+    }
+}
+
+pub(crate) struct Contended {
+    pub(crate) rate: f64,
+    pub(crate) waits: Vec<Duration>,
+    pub(crate) max: u64,
+    pub(crate) min: u64,
+}
+
+pub(crate) async fn contended(lock: &DynLock, tasks: usize, window: Duration) -> Contended {
+    let deadline = Instant::now() + window;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let lock = lock.clone();
+            tokio::spawn(async move {
+                let mut waits = Vec::new();
+                while Instant::now() < deadline {
+                    let asked = Instant::now();
+                    let mut lease = lock
+                        .acquire(
+                            "bench:one-key",
+                            Acquire::ttl(TTL).wait(Duration::from_secs(10)),
+                        )
+                        .await
+                        .expect("acquire");
+                    waits.push(asked.elapsed());
+                    lease.release().await.expect("release");
+                }
+                waits
+            })
+        })
+        .collect();
+    let mut waits = Vec::new();
+    let mut counts = Vec::new();
+    for h in handles {
+        let w = h.await.expect("task");
+        counts.push(w.len() as u64);
+        waits.extend(w);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    waits.sort();
+    Contended {
+        rate: waits.len() as f64 / elapsed,
+        waits,
+        max: counts.iter().copied().max().unwrap_or(0),
+        min: counts.iter().copied().min().unwrap_or(0),
+    }
+}
+
+/// Release by one task to the grant of the next, which is already waiting.
+pub(crate) async fn handoff(lock: &DynLock, rounds: usize) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let key = format!("bench:handoff:{round}");
+        let mut held = lock
+            .acquire(&key, Acquire::ttl(TTL))
+            .await
+            .expect("acquire");
+        let waiter = {
+            let lock = lock.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let mut lease = lock
+                    .acquire(&key, Acquire::ttl(TTL))
+                    .await
+                    .expect("acquire");
+                let granted = Instant::now();
+                lease.release().await.expect("release");
+                granted
+            })
+        };
+        // Let the waiter queue up before releasing.
+        tokio::time::sleep(Duration::from_micros(200)).await;
+        let released = Instant::now();
+        held.release().await.expect("release");
+        let granted = waiter.await.expect("waiter");
+        samples.push(granted.saturating_duration_since(released));
+    }
+    samples.sort();
+    samples
+}
+
+pub(crate) fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+pub(crate) fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+pub(crate) fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+pub(crate) fn row(name: &str, rate: f64, lat: Option<&[Duration]>, ratio: Option<f64>) {
+    let fmt_rate = if rate > 0.0 {
+        format!("{rate:.0}")
+    } else {
+        "-".into()
+    };
+    let (p50, p99) = match lat {
+        Some(l) => (
+            format!("{:.1?}", percentile(l, 0.5)),
+            format!("{:.1?}", percentile(l, 0.99)),
+        ),
+        None => ("-".into(), "-".into()),
+    };
+    let ratio = ratio.map_or("-".into(), |r| format!("{r:.2}x"));
+    println!("{name:<44} {fmt_rate:>14} {p50:>10} {p99:>10} {ratio:>8}");
+}

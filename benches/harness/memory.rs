@@ -1,0 +1,171 @@
+//! The memory backend against a mutex-guarded HashMap.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use dlock::{Acquire, DynLock, LockExt, MemoryLock};
+
+use crate::measure::*;
+
+/// The floor for the memory backend: what a lock table costs at the least.
+struct Floor(Mutex<HashMap<String, Instant>>);
+
+impl Floor {
+    fn pair(&self, key: &str) {
+        let mut map = self.0.lock().expect("poisoned");
+        map.insert(key.to_string(), Instant::now() + TTL);
+        map.remove(key);
+    }
+}
+
+pub(crate) async fn report(config: &Config) {
+    let lock: DynLock = Arc::new(MemoryLock::new());
+    let floor = Arc::new(Floor(Mutex::new(HashMap::new())));
+
+    println!(
+        "dlock bench harness — backend: memory, {} worker threads\n",
+        2
+    );
+
+    // Uncontended: floor and lock interleaved, median of the rounds.
+    let mut floor_rates = Vec::new();
+    let mut lock_rates = Vec::new();
+    for _ in 0..config.rounds {
+        floor_rates.push(
+            rate(config.iterations, || async {
+                floor.pair("bench:uncontended")
+            })
+            .await,
+        );
+        lock_rates.push(
+            rate(config.iterations, || {
+                acquire_release(&lock, "bench:uncontended")
+            })
+            .await,
+        );
+    }
+    let floor_rate = median(&mut floor_rates);
+    let lock_rate = median(&mut lock_rates);
+    let floor_lat = latencies(config.iterations / 4, || async { floor.pair("bench:lat") }).await;
+    let lock_lat = latencies(config.iterations / 4, || {
+        acquire_release(&lock, "bench:lat")
+    })
+    .await;
+
+    println!(
+        "{:<44} {:>14} {:>10} {:>10} {:>8}",
+        "scenario", "rate (ops/s)", "p50", "p99", "ratio"
+    );
+    row(
+        "floor: mutex HashMap insert+remove",
+        floor_rate,
+        Some(&floor_lat),
+        None,
+    );
+    row(
+        "uncontended acquire+release",
+        lock_rate,
+        Some(&lock_lat),
+        Some(lock_rate / floor_rate),
+    );
+
+    // Many tasks on distinct keys.
+    let floor64 = many_tasks(64, config.window, {
+        let floor = floor.clone();
+        move |task| {
+            let floor = floor.clone();
+            async move { floor.pair(&format!("bench:floor:{task}")) }
+        }
+    })
+    .await;
+    let lock64 = many_tasks(64, config.window, {
+        let lock = lock.clone();
+        move |task| {
+            let lock = lock.clone();
+            async move { acquire_release(&lock, &format!("bench:distinct:{task}")).await }
+        }
+    })
+    .await;
+    row("floor: 64 tasks, distinct keys", floor64.rate, None, None);
+    row(
+        "64 tasks, distinct keys",
+        lock64.rate,
+        None,
+        Some(lock64.rate / floor64.rate),
+    );
+
+    // Eight tasks on one key: rate, wait and fairness.
+    let one_key = contended(&lock, 8, config.window).await;
+    row(
+        "8 tasks, one key (acquire+release)",
+        one_key.rate,
+        Some(&one_key.waits),
+        Some(one_key.rate / lock_rate),
+    );
+    println!(
+        "{:<44} busiest/least busy task = {} / {} = {:.2}x",
+        "  fairness",
+        one_key.max,
+        one_key.min,
+        one_key.max as f64 / one_key.min.max(1) as f64
+    );
+
+    let handoff = handoff(&lock, config.iterations / 100).await;
+    row(
+        "handoff (release -> next holder)",
+        0.0,
+        Some(&handoff),
+        None,
+    );
+
+    println!(
+        "\nratios: uncontended is lock/floor (target >= 0.5); 8-task rate is vs uncontended lock;"
+    );
+    println!("        64 tasks is lock/floor at the same concurrency.");
+
+    reclaim(config.reclaim_keys).await;
+}
+
+/// Holding and freeing many distinct keys must leave no growth behind.
+async fn reclaim(keys: usize) {
+    let lock = MemoryLock::new();
+    let dynamic: DynLock = Arc::new(lock.clone());
+    let before = resident_bytes();
+    for i in 0..keys {
+        let mut lease = dynamic
+            .acquire(&format!("bench:reclaim:{i}"), Acquire::ttl(TTL))
+            .await
+            .expect("acquire");
+        lease.release().await.expect("release");
+    }
+    let held_batch = keys / 10;
+    let mut leases = Vec::with_capacity(held_batch);
+    for i in 0..held_batch {
+        leases.push(
+            dynamic
+                .acquire(&format!("bench:reclaim-held:{i}"), Acquire::ttl(TTL))
+                .await
+                .expect("acquire"),
+        );
+    }
+    let peak = resident_bytes();
+    let table_at_peak = lock.len();
+    for mut lease in leases {
+        lease.release().await.expect("release");
+    }
+    let after = resident_bytes();
+    println!(
+        "\nreclaim: {keys} keys held and freed one by one, then {held_batch} held at once and freed"
+    );
+    println!(
+        "  table entries: {table_at_peak} at peak, {} after; resident memory: {:.1} MiB before, {:.1} MiB at peak, {:.1} MiB after ({:+.1}%)",
+        lock.len(),
+        mib(before),
+        mib(peak),
+        mib(after),
+        (after as f64 / before as f64 - 1.0) * 100.0
+    );
+}

@@ -1,0 +1,160 @@
+//! The Redis backend against raw redis-rs commands on one multiplexed connection.
+
+use std::sync::Arc;
+
+use dlock::{DynLock, RedisLock};
+use redis::{Script, aio::MultiplexedConnection};
+
+use crate::measure::*;
+
+/// The raw floor: `SET key owner NX PX`, then a compare-and-delete script.
+struct Floor {
+    conn: MultiplexedConnection,
+    release: Script,
+}
+
+impl Floor {
+    async fn pair(&self, key: &str) {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg("owner")
+            .arg("NX")
+            .arg("PX")
+            .arg(30_000)
+            .query_async(&mut conn)
+            .await
+            .expect("SET NX PX");
+        assert!(set.is_some(), "floor key {key} was held");
+        let _: i64 = self
+            .release
+            .key(key)
+            .arg("owner")
+            .invoke_async(&mut conn)
+            .await
+            .expect("EVALSHA");
+    }
+
+    /// One round trip: the unit of the handoff target.
+    async fn single(&self, key: &str) {
+        let _: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .expect("GET");
+    }
+}
+
+pub(crate) async fn report(config: &Config, url: Option<String>) {
+    // Without a URL, a container of the test image (kept alive for the run).
+    let _server;
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let server = dlock_testkit::start_redis(dlock_testkit::RedisOptions::default()).await;
+            let url = format!("redis://127.0.0.1:{}", server.port());
+            _server = server;
+            url
+        }
+    };
+    let lock: DynLock = Arc::new(RedisLock::connect(&url).await.expect("connect"));
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let floor = Arc::new(Floor {
+        conn: client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect"),
+        release: Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        ),
+    });
+    let n = config.iterations / 20;
+    println!("dlock bench harness — backend: redis ({url}), 2 worker threads\n");
+
+    let mut floor_rates = Vec::new();
+    let mut lock_rates = Vec::new();
+    for _ in 0..config.rounds {
+        floor_rates.push(rate(n, || floor.pair("bench:raw")).await);
+        lock_rates.push(rate(n, || acquire_release(&lock, "bench:uncontended")).await);
+    }
+    let floor_rate = median(&mut floor_rates);
+    let lock_rate = median(&mut lock_rates);
+    let floor_lat = latencies(n, || floor.pair("bench:raw-lat")).await;
+    let single_lat = latencies(n, || floor.single("bench:raw-lat")).await;
+    let lock_lat = latencies(n, || acquire_release(&lock, "bench:lat")).await;
+
+    println!(
+        "{:<44} {:>14} {:>10} {:>10} {:>8}",
+        "scenario", "rate (ops/s)", "p50", "p99", "ratio"
+    );
+    row("floor: one command (GET)", 0.0, Some(&single_lat), None);
+    row(
+        "floor: SET NX PX + EVALSHA release",
+        floor_rate,
+        Some(&floor_lat),
+        None,
+    );
+    row(
+        "uncontended acquire+release",
+        lock_rate,
+        Some(&lock_lat),
+        Some(lock_rate / floor_rate),
+    );
+
+    let floor64 = many_tasks(64, config.window, {
+        let floor = floor.clone();
+        move |task| {
+            let floor = floor.clone();
+            async move { floor.pair(&format!("bench:raw:{task}")).await }
+        }
+    })
+    .await;
+    let lock64 = many_tasks(64, config.window, {
+        let lock = lock.clone();
+        move |task| {
+            let lock = lock.clone();
+            async move { acquire_release(&lock, &format!("bench:distinct:{task}")).await }
+        }
+    })
+    .await;
+    row("floor: 64 tasks, distinct keys", floor64.rate, None, None);
+    row(
+        "64 tasks, distinct keys",
+        lock64.rate,
+        None,
+        Some(lock64.rate / floor64.rate),
+    );
+
+    let one_key = contended(&lock, 8, config.window * 2).await;
+    row(
+        "8 tasks, one key (acquire+release)",
+        one_key.rate,
+        Some(&one_key.waits),
+        Some(one_key.rate / lock_rate),
+    );
+    let raw_p50 = percentile(&floor_lat, 0.5);
+    println!(
+        "{:<44} p99 wait / raw pair p50 = {:.1}x; busiest/least busy task = {} / {} = {:.2}x",
+        "  one key",
+        percentile(&one_key.waits, 0.99).as_secs_f64() / raw_p50.as_secs_f64(),
+        one_key.max,
+        one_key.min,
+        one_key.max as f64 / one_key.min.max(1) as f64
+    );
+    let handoff = handoff(&lock, 300).await;
+    row(
+        "handoff (release -> next holder)",
+        0.0,
+        Some(&handoff),
+        None,
+    );
+    println!(
+        "{:<44} handoff p50 / one command p50 = {:.1}x",
+        "",
+        percentile(&handoff, 0.5).as_secs_f64() / percentile(&single_lat, 0.5).as_secs_f64()
+    );
+    println!(
+        "\ntargets: uncontended >= 0.9x floor; 8 tasks >= 0.7x uncontended, p99 wait <= 20x raw pair p50,"
+    );
+    println!("         fairness <= 2x; 64 tasks >= 0.6x floor; handoff p50 <= 3x one command.");
+}

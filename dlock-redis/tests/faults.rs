@@ -1,0 +1,235 @@
+//! Redis under faults: restarts, pauses, lost notifications, flushed scripts.
+
+use std::time::Duration;
+
+use dlock_core::{Acquire, Admission, BootInstant, FenceGate, LockExt};
+use dlock_redis::{RedisFenceGate, RedisLock};
+use dlock_testkit::{RedisOptions, free_port, shared_redis_url, start_redis};
+use tokio::time::Instant;
+
+fn key(name: &str) -> String {
+    format!("dlock-faults:{name}:{}", dlock_core::OwnerId::random())
+}
+
+/// A dedicated Redis without persistence, on a fixed port so a restart keeps it.
+async fn volatile_redis() -> (dlock_testkit::Server, String) {
+    let port = free_port();
+    let server = start_redis(RedisOptions {
+        args: ["--save", "", "--appendonly", "no"]
+            .map(String::from)
+            .to_vec(),
+        host_port: Some(port),
+        ..RedisOptions::default()
+    })
+    .await;
+    (server, format!("redis://127.0.0.1:{port}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_without_persistence_fires_lost_and_keeps_tokens_increasing() {
+    let (server, url) = volatile_redis().await;
+    let locks = RedisLock::connect(&url).await.expect("connect");
+    let k = key("restart");
+    let ttl = Duration::from_secs(2);
+    let lease = locks
+        .acquire(&k, Acquire::ttl(ttl).keep_alive(1.0 / 4.0))
+        .await
+        .expect("acquire");
+    let before = lease.fence();
+
+    server.stop(Duration::ZERO).await;
+    server.start_again().await;
+
+    // The key is gone with the restart: the next extension says so, or validity runs out.
+    tokio::time::timeout(ttl + Duration::from_secs(2), lease.lost())
+        .await
+        .expect("lost() did not fire after the server restarted empty");
+    let late = BootInstant::now().saturating_duration_since(lease.valid_until());
+    assert!(
+        late <= Duration::from_millis(100),
+        "lost() fired {late:?} after valid_until"
+    );
+
+    // The fence counter was lost too; it restarts from the server clock, above `before`.
+    let after = locks
+        .acquire(&k, Acquire::ttl(ttl).wait(Duration::from_secs(10)))
+        .await
+        .expect("acquire after the restart");
+    assert!(
+        after.fence() > before,
+        "token {} after restart, {} before",
+        after.fence(),
+        before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_server_cannot_make_the_gate_accept_a_stale_token() {
+    let (server, url) = volatile_redis().await;
+    let holder = RedisLock::connect(&url).await.expect("connect");
+    let successor = RedisLock::connect(&url).await.expect("connect");
+    let gate = RedisFenceGate::new(&successor);
+    let k = key("pause");
+    let ttl = Duration::from_secs(1);
+    let stale = holder
+        .acquire(&k, Acquire::ttl(ttl).keep_alive(1.0 / 3.0))
+        .await
+        .expect("acquire");
+
+    server.pause().await;
+    // While the server is frozen the holder cannot extend: it must give the lease up in time.
+    tokio::time::timeout(ttl + Duration::from_millis(500), stale.lost())
+        .await
+        .expect("lost() did not fire while the server was paused");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.unpause().await;
+
+    // Redis's clock ran on while paused: the key has expired and the successor gets it.
+    let next = successor
+        .acquire(
+            &k,
+            Acquire::ttl(Duration::from_secs(10)).wait(Duration::from_secs(10)),
+        )
+        .await
+        .expect("the successor could not take the expired key");
+    assert!(next.fence() > stale.fence());
+    let order = format!("order:{k}");
+    assert_eq!(
+        gate.write(&order, next.fence(), b"successor")
+            .await
+            .expect("gate"),
+        Admission::Accepted
+    );
+    // The stale holder wakes up and writes: refused, and the successor's value stays.
+    assert_eq!(
+        gate.write(&order, stale.fence(), b"stale")
+            .await
+            .expect("gate"),
+        Admission::Stale {
+            highest: next.fence()
+        }
+    );
+    let (token, value) = gate.read(&order).await.expect("read").expect("stored");
+    assert_eq!(
+        (token, value.as_slice()),
+        (next.fence(), b"successor".as_slice())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_notification_does_not_strand_a_waiter() {
+    let url = shared_redis_url().await;
+    let holder = RedisLock::connect(&url).await.expect("connect");
+    let waiter = RedisLock::connect(&url).await.expect("connect");
+    let k = key("missed");
+    let ttl = Duration::from_secs(30);
+    let lease = holder
+        .acquire(&k, Acquire::ttl(ttl))
+        .await
+        .expect("acquire");
+    let waiting = {
+        let k = k.clone();
+        tokio::spawn(async move {
+            waiter
+                .acquire(&k, Acquire::ttl(ttl).wait(Duration::from_secs(10)))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Delete the lock behind everyone's back, publishing nothing.
+    let mut raw = redis::Client::open(url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(format!("dlock:v1:lock:{{{k}}}"))
+        .query_async(&mut raw)
+        .await
+        .expect("DEL");
+    assert_eq!(deleted, 1);
+    let freed = Instant::now();
+    waiting
+        .await
+        .expect("task")
+        .expect("the waiter was stranded without its notification");
+    // Its safety net is a second; far below the holder's 30 s TTL.
+    assert!(
+        freed.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        freed.elapsed()
+    );
+    lease.leave_to_expire();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_a_waiter_of_another_client_without_polling() {
+    let url = shared_redis_url().await;
+    let holder = RedisLock::connect(&url).await.expect("connect");
+    let waiter = RedisLock::connect(&url).await.expect("connect");
+    let k = key("notify");
+    let ttl = Duration::from_secs(30);
+    let mut lease = holder
+        .acquire(&k, Acquire::ttl(ttl))
+        .await
+        .expect("acquire");
+    let waiting = {
+        let k = k.clone();
+        tokio::spawn(async move {
+            let lease = waiter
+                .acquire(&k, Acquire::ttl(ttl).wait(Duration::from_secs(10)))
+                .await;
+            (lease, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let released = Instant::now();
+    lease.release().await.expect("release");
+    let (granted, at) = waiting.await.expect("task");
+    granted.expect("the waiter got the key");
+    // Without the notification the waiter would sleep up to its 1 s safety net.
+    let handoff = at - released;
+    assert!(
+        handoff < Duration::from_millis(300),
+        "handoff took {handoff:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_scripts_are_loaded_again() {
+    let url = shared_redis_url().await;
+    let locks = RedisLock::connect(&url).await.expect("connect");
+    let mut raw = redis::Client::open(url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let k = key("noscript");
+    let mut first = locks
+        .acquire(&k, Acquire::ttl(Duration::from_secs(5)))
+        .await
+        .expect("acquire");
+    first.release().await.expect("release");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw)
+        .await
+        .expect("flush");
+    let mut second = locks
+        .acquire(&k, Acquire::ttl(Duration::from_secs(5)))
+        .await
+        .expect("acquire after SCRIPT FLUSH (NOSCRIPT) failed");
+    assert!(second.fence() > first.fence());
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw)
+        .await
+        .expect("flush");
+    second.extend().await.expect("extend after SCRIPT FLUSH");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw)
+        .await
+        .expect("flush");
+    second.release().await.expect("release after SCRIPT FLUSH");
+}
