@@ -7,10 +7,14 @@
 //! their older tokens.
 //!
 //! ```text
-//! cargo run --example fencing
+//! cargo run --example fencing                                     # in-process
+//! cargo run --example fencing --features redis -- redis://127.0.0.1:6379
 //! ```
+//!
+//! Against Redis the lock and the gate both live in Redis (`RedisFenceGate`, one Lua
+//! script), and tokens start from the server clock rather than 1.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use dlock::{Acquire, Admission, DynLock, FenceGate, FenceToken, LockExt, MemoryFenceGate};
 
@@ -29,7 +33,7 @@ pub(crate) struct Outcome {
 async fn worker(
     n: u32,
     locks: DynLock,
-    gate: MemoryFenceGate,
+    gate: Arc<dyn FenceGate>,
     start_after: Duration,
     stall: Duration,
 ) -> Result<Outcome, dlock::Error> {
@@ -55,7 +59,7 @@ async fn worker(
 /// Runs the three workers; returns their outcomes in worker order.
 pub(crate) async fn run(
     locks: DynLock,
-    gate: MemoryFenceGate,
+    gate: Arc<dyn FenceGate>,
 ) -> Result<Vec<Outcome>, dlock::Error> {
     let ms = Duration::from_millis;
     // Worker 1 holds from 0 ms, worker 2 from its expiry (~300 ms), worker 3 from
@@ -72,11 +76,24 @@ pub(crate) async fn run(
     Ok(outcomes)
 }
 
+/// The lock and its gate for a URL: both in memory, or both in Redis.
+pub(crate) async fn backend(url: &str) -> Result<(DynLock, Arc<dyn FenceGate>), dlock::Error> {
+    #[cfg(feature = "redis")]
+    if url.starts_with("redis") {
+        let locks = dlock::RedisLock::connect(url).await?;
+        let gate = dlock::RedisFenceGate::new(&locks);
+        return Ok((Arc::new(locks), Arc::new(gate)));
+    }
+    Ok((dlock::connect(url).await?, Arc::new(MemoryFenceGate::new())))
+}
+
 #[allow(dead_code)] // tests include this file as a module and call `run`
 #[tokio::main]
 async fn main() -> Result<(), dlock::Error> {
-    let locks = dlock::connect("memory://fencing-demo").await?;
-    let gate = MemoryFenceGate::new();
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "memory://fencing-demo".into());
+    let (locks, gate) = backend(&url).await?;
     let outcomes = run(locks, gate.clone()).await?;
     println!();
     for o in &outcomes {

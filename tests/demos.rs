@@ -8,6 +8,8 @@ mod payment_race;
 #[path = "../examples/fencing.rs"]
 mod fencing;
 
+use std::sync::Arc;
+
 use dlock::{Admission, FenceGate, MemoryFenceGate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +31,7 @@ async fn fencing_rejects_the_stalled_workers() {
     let locks = dlock::connect("memory://fencing-test")
         .await
         .expect("connect");
-    let gate = MemoryFenceGate::new();
+    let gate = Arc::new(MemoryFenceGate::new());
     let outcomes = fencing::run(locks, gate.clone()).await.expect("run failed");
     let tokens: Vec<u64> = outcomes.iter().map(|o| o.token.get()).collect();
     assert_eq!(tokens, [1, 2, 3], "{outcomes:?}");
@@ -44,4 +46,27 @@ async fn fencing_rejects_the_stalled_workers() {
         .expect("stored");
     assert_eq!(token, highest);
     assert_eq!(value, b"processed by worker 3");
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_rejects_the_stalled_workers_on_redis() {
+    let url = dlock_testkit::shared_redis_url().await;
+    let (locks, gate) = fencing::backend(&url).await.expect("connect");
+    let outcomes = fencing::run(locks, gate.clone()).await.expect("run failed");
+    let tokens: Vec<u64> = outcomes.iter().map(|o| o.token.get()).collect();
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    let highest = outcomes[2].token;
+    assert_eq!(outcomes[0].admission, Admission::Stale { highest });
+    assert_eq!(outcomes[1].admission, Admission::Stale { highest });
+    assert_eq!(outcomes[2].admission, Admission::Accepted);
+    let (token, value) = gate
+        .read(fencing::ORDER)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(
+        (token, value.as_slice()),
+        (highest, b"processed by worker 3".as_slice())
+    );
 }

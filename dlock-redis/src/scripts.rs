@@ -8,7 +8,8 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// KEYS: lock, fence. ARGV: owner, ttl ms, fence counter ttl ms.
-/// Returns `{1, token}` when granted (also to a retry by the same owner), `{0, pttl}`
+/// Returns `{1, token}` when granted (also to a retry by the same owner; the token
+/// is an integer, or text read back for a retry), `{0, pttl}`
 /// when held by another; an error naming the type if a key holds something else.
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -36,10 +37,12 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   local now = redis.call('TIME')
   redis.call('SET', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
 end
-redis.call('INCR', KEYS[2])
+local token = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
--- Read back as text: Lua numbers are doubles and print large ones with exponents.
-return {1, redis.call('GET', KEYS[2])}
+-- An integer reply: exact while tokens stay below 2^53 (microseconds since 1970
+-- reach that in the year 2255). Never tostring() it: Lua prints large numbers
+-- with exponents.
+return {1, token}
 "#,
     )
 });

@@ -1,8 +1,18 @@
 //! Redis under faults: restarts, pauses, lost notifications, flushed scripts.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use dlock_core::{Acquire, Admission, BootInstant, FenceGate, LockExt};
+use async_trait::async_trait;
+use dlock_core::{
+    Acquire, Admission, Attempt, AttemptRequest, BootInstant, Capabilities, Error, FenceGate, Lock,
+    LockExt, LockKey, OwnerId,
+};
 use dlock_redis::{RedisFenceGate, RedisLock};
 use dlock_testkit::{RedisOptions, free_port, shared_redis_url, start_redis};
 use tokio::time::Instant;
@@ -232,4 +242,55 @@ async fn flushed_scripts_are_loaded_again() {
         .await
         .expect("flush");
     second.release().await.expect("release after SCRIPT FLUSH");
+}
+
+/// Applies the first attempt on the server but loses its answer, as a connection
+/// dropped after the request went out would.
+#[derive(Clone)]
+struct FirstAnswerLost {
+    inner: RedisLock,
+    lost: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Lock for FirstAnswerLost {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn attempt(&self, request: AttemptRequest<'_>) -> Result<Attempt, Error> {
+        let outcome = self.inner.attempt(request).await;
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        outcome
+    }
+    async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
+        self.inner.extend(key, owner, ttl).await
+    }
+    async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
+        self.inner.release(key, owner).await
+    }
+    fn operation_timeout(&self) -> Duration {
+        Duration::from_millis(300)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_attempt_is_recognised_by_its_owner_id() {
+    let url = shared_redis_url().await;
+    let inner = RedisLock::connect(&url).await.expect("connect");
+    let lock = FirstAnswerLost {
+        inner: inner.clone(),
+        lost: Arc::default(),
+    };
+    let k = key("retry");
+    let ttl = Duration::from_secs(10);
+    let mut first = lock
+        .acquire(&k, Acquire::ttl(ttl).wait(Duration::from_secs(5)))
+        .await
+        .expect("the retry should find the lock already ours");
+    first.release().await.expect("release");
+    let second = inner.acquire(&k, Acquire::ttl(ttl)).await.expect("acquire");
+    // One grant, one increment: the retry did not take a second token.
+    assert_eq!(second.fence().get(), first.fence().get() + 1);
 }
