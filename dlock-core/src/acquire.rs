@@ -49,9 +49,10 @@ pub trait LockExt {
         key: &str,
         opts: Acquire,
     ) -> impl Future<Output = Result<Lease, Error>> + Send + 'static {
-        let run = acquire_lease(self.to_dyn(), LockKey::new(key), opts);
+        let (lock, key) = (self.to_dyn(), LockKey::new(key));
+        // The inner future is built in place on first poll, not built here and moved.
         async move {
-            run.await?.ok_or(Error::Timeout {
+            acquire_lease(lock, key, opts).await?.ok_or(Error::Timeout {
                 waited: Duration::ZERO,
             })
         }
@@ -155,10 +156,7 @@ async fn acquire_lease(
     let caps = lock.capabilities();
     let key = key?;
     opts.validate(&caps)?;
-    let span = tracing::debug_span!("dlock.acquire", backend = caps.name, key = %key);
-    let outcome = wait_for_grant(&lock, caps.name, &key, &opts)
-        .instrument(span)
-        .await;
+    let outcome = wait_for_grant(&lock, caps.name, &key, &opts).await;
     let label = match &outcome {
         Ok(Some(_)) => AcquireOutcome::Acquired,
         Ok(None) => AcquireOutcome::Busy,
@@ -202,6 +200,8 @@ async fn wait_for_grant(
     };
     let mut backoff: Option<DecorrelatedJitter> = None;
     let mut contended = false;
+    // A span only once there is something to trace: the uncontended path stays bare.
+    let mut span: Option<tracing::Span> = None;
     let mut sent = started;
     loop {
         let request = AttemptRequest {
@@ -253,7 +253,7 @@ async fn wait_for_grant(
             // idempotent per owner) while a finite wait allows; otherwise give up, and
             // the armed cleanup releases whatever the request may have taken.
             Err(e) if e.is_retryable() && deadline.is_some() => {
-                tracing::debug!(error = %e, "acquire attempt failed; retrying");
+                tracing::debug!(backend, key = %key, error = %e, "acquire attempt failed; retrying");
                 let delay = backoff
                     .get_or_insert_with(|| DecorrelatedJitter::new(POLL_BASE, POLL_MAX))
                     .next()
@@ -272,8 +272,10 @@ async fn wait_for_grant(
             Some(deadline) => deadline.saturating_duration_since(now),
             None => Duration::MAX,
         };
+        let span = span
+            .get_or_insert_with(|| tracing::debug_span!("dlock.acquire.wait", backend, key = %key));
         // Boxed: the timers' state stays out of the uncontended path's future.
-        Box::pin(pause.wait(left)).await;
+        Box::pin(pause.wait(left).instrument(span.clone())).await;
         sent = BootInstant::now();
     }
 }

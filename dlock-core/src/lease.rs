@@ -146,15 +146,19 @@ impl Lease {
             changed: Notify::new(),
         });
         let keep_alive = keep_alive.map(|fraction| {
-            tokio::spawn(keep_alive_task(KeepAlive {
-                lock: Arc::clone(&lock),
-                key: key.clone(),
-                owner,
-                drift_of: caps,
-                state: Arc::clone(&state),
-                fraction,
-                last_extended: sent,
-            }))
+            let span = tracing::debug_span!("dlock.keep_alive", backend = caps.name, key = %key);
+            tokio::spawn(tracing::Instrument::instrument(
+                keep_alive_task(KeepAlive {
+                    lock: Arc::clone(&lock),
+                    key: key.clone(),
+                    owner,
+                    drift_of: caps,
+                    state: Arc::clone(&state),
+                    fraction,
+                    last_extended: sent,
+                }),
+                span,
+            ))
         });
         Lease {
             lock,

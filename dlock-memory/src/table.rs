@@ -78,7 +78,9 @@ pub(crate) enum Outcome {
 
 #[derive(Default)]
 pub(crate) struct Table {
-    entries: HashMap<LockKey, Entry>,
+    /// foldhash: several times faster than SipHash on short keys, with a random
+    /// seed per table against crafted collisions.
+    entries: HashMap<LockKey, Entry, foldhash::fast::RandomState>,
     next_fence: u64,
     inserted_since_sweep: usize,
     len_after_sweep: usize,
