@@ -14,7 +14,9 @@
 #![forbid(unsafe_code)]
 
 mod container;
+mod etcd;
 mod redis;
 
 pub use container::{LABEL, Server, free_port};
+pub use etcd::{etcd_image, shared_etcd_url};
 pub use redis::{RedisOptions, redis_image, shared_redis_url, start_redis};

@@ -1,0 +1,267 @@
+//! Configuration: from a URL or a builder. `Debug` never shows the password.
+
+use std::{fmt, time::Duration};
+
+use dlock_core::{Error, InvalidInput, redact_url};
+
+/// How to reach etcd and where to keep locks there.
+///
+/// ```
+/// use dlock_etcd::EtcdConfig;
+///
+/// let config = EtcdConfig::from_url("etcd://app:s3cret@10.0.0.1:2379,10.0.0.2:2379/billing/")?;
+/// assert_eq!(config.endpoints(), ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
+/// assert_eq!(config.prefix(), "billing/");
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// # Ok::<(), dlock_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct EtcdConfig {
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) user: Option<(String, String)>,
+    pub(crate) prefix: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) operation_timeout: Duration,
+    pub(crate) keep_alive_interval: Duration,
+}
+
+/// Builds an [`EtcdConfig`]; every setting but the endpoints has a default.
+#[derive(Clone, Default)]
+pub struct EtcdConfigBuilder {
+    endpoints: Vec<String>,
+    user: Option<(String, String)>,
+    prefix: Option<String>,
+    connect_timeout: Option<Duration>,
+    operation_timeout: Option<Duration>,
+    keep_alive_interval: Option<Duration>,
+}
+
+/// Where locks live unless a prefix is given: versioned, so a later layout can coexist.
+pub const DEFAULT_PREFIX: &str = "dlock/v1/";
+
+impl EtcdConfig {
+    /// `etcd://[user:password@]host:port[,host:port...][/prefix/]`.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let bad = |reason: &str| {
+            Error::InvalidInput(InvalidInput::Url {
+                url: redact_url(url),
+                reason: reason.to_owned(),
+            })
+        };
+        let rest = url
+            .strip_prefix("etcd://")
+            .ok_or_else(|| bad("expected etcd://host:port[,host:port...][/prefix/]"))?;
+        let (authority, path) = match rest.split_once('/') {
+            Some((authority, path)) => (authority, Some(path)),
+            None => (rest, None),
+        };
+        let mut builder = Self::builder();
+        let hosts = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => {
+                let (user, password) = userinfo
+                    .split_once(':')
+                    .ok_or_else(|| bad("credentials are user:password"))?;
+                builder = builder.user(user, password);
+                hosts
+            }
+            None => authority,
+        };
+        for host in hosts.split(',') {
+            let valid_port = host
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !valid_port {
+                return Err(bad(&format!("`{host}` is not host:port")));
+            }
+            builder = builder.endpoint(format!("http://{host}"));
+        }
+        if let Some(path) = path.filter(|p| !p.is_empty()) {
+            builder = builder.prefix(path);
+        }
+        builder.build()
+    }
+
+    /// A builder; add at least one endpoint.
+    pub fn builder() -> EtcdConfigBuilder {
+        EtcdConfigBuilder::default()
+    }
+
+    /// The endpoints, as `http://host:port`.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The key prefix (namespace).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl EtcdConfigBuilder {
+    /// Adds an endpoint, `http://host:port`.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoints.push(endpoint.into());
+        self
+    }
+
+    /// User and password for etcd's authentication.
+    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some((name.into(), password.into()));
+        self
+    }
+
+    /// Where locks live (default `dlock/v1/`); a trailing `/` is added if missing.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// How long connecting may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// How long one request may take before its outcome counts as unknown (default 2 s).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = Some(timeout);
+        self
+    }
+
+    /// The gRPC keep-alive ping interval on the connection (default 10 s).
+    pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
+        self.keep_alive_interval = Some(interval);
+        self
+    }
+
+    /// Checks everything, before any I/O.
+    pub fn build(self) -> Result<EtcdConfig, Error> {
+        let invalid = |name: &'static str, reason: &str| {
+            Error::InvalidInput(InvalidInput::Option {
+                name,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.endpoints.is_empty() {
+            return Err(invalid(
+                "endpoints",
+                "at least one etcd endpoint is required",
+            ));
+        }
+        for e in &self.endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(invalid(
+                    "endpoints",
+                    &format!("`{e}` is not http://host:port"),
+                ));
+            }
+        }
+        let mut prefix = self.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        if prefix.is_empty() {
+            return Err(invalid(
+                "prefix",
+                "an empty prefix would put locks among other data",
+            ));
+        }
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        let positive = |name: &'static str, v: Option<Duration>, default: Duration| {
+            let v = v.unwrap_or(default);
+            if v.is_zero() {
+                Err(invalid(name, "must be more than zero"))
+            } else {
+                Ok(v)
+            }
+        };
+        Ok(EtcdConfig {
+            endpoints: self.endpoints,
+            user: self.user,
+            prefix,
+            connect_timeout: positive(
+                "connect_timeout",
+                self.connect_timeout,
+                Duration::from_secs(5),
+            )?,
+            operation_timeout: positive(
+                "operation_timeout",
+                self.operation_timeout,
+                Duration::from_secs(2),
+            )?,
+            keep_alive_interval: positive(
+                "keep_alive_interval",
+                self.keep_alive_interval,
+                Duration::from_secs(10),
+            )?,
+        })
+    }
+}
+
+impl fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .field("password", &self.user.as_ref().map(|_| "***"))
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("operation_timeout", &self.operation_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for EtcdConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdConfigBuilder")
+            .field("endpoints", &self.endpoints)
+            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .field("password", &self.user.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_configs_are_typed_errors() {
+        for url in [
+            "",
+            "etcd://",
+            "http://127.0.0.1:2379",
+            "etcd://127.0.0.1",
+            "etcd://127.0.0.1:0",
+            "etcd://127.0.0.1:2379,",
+            "etcd://user@127.0.0.1:2379",
+        ] {
+            let err = EtcdConfig::from_url(url).expect_err(url);
+            assert!(err.is_invalid_input(), "{url}: {err}");
+        }
+        assert!(
+            EtcdConfig::builder()
+                .build()
+                .expect_err("no endpoints")
+                .is_invalid_input()
+        );
+        let err = EtcdConfig::builder()
+            .endpoint("127.0.0.1:2379")
+            .build()
+            .expect_err("scheme");
+        assert!(err.is_invalid_input());
+    }
+
+    #[test]
+    fn urls_name_endpoints_credentials_and_prefix() {
+        let config = EtcdConfig::from_url("etcd://u:pw@127.0.0.1:2379,127.0.0.2:2379/app/locks")
+            .expect("valid");
+        assert_eq!(
+            config.endpoints(),
+            ["http://127.0.0.1:2379", "http://127.0.0.2:2379"]
+        );
+        assert_eq!(config.prefix(), "app/locks/");
+        assert!(!format!("{config:?}").contains("pw"));
+        let err = EtcdConfig::from_url("etcd://u:pw@127.0.0.1:x").expect_err("bad port");
+        assert!(!err.to_string().contains("pw@"), "{err}");
+    }
+}

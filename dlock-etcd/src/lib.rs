@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod config;
+mod errors;
+mod keys;
+mod lock;
+
+pub use config::{DEFAULT_PREFIX, EtcdConfig, EtcdConfigBuilder};
+pub use lock::EtcdLock;

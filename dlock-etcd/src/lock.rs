@@ -1,0 +1,412 @@
+//! `EtcdLock`: locks on etcd, a lease per lock, waiters in create-revision order.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use dlock_core::{
+    Attempt, AttemptRequest, Capabilities, Error, ExpiryScope, FenceToken, Lease, Lock, LockKey,
+    MAX_REPRESENTABLE_TTL, OwnerId, WakeSignal,
+};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+
+use crate::{
+    EtcdConfig,
+    errors::{from_etcd, is_lease_not_found},
+    keys::KeyLayout,
+};
+
+/// etcd's lease TTLs are whole seconds, and it refuses very short ones.
+const MIN_TTL: Duration = Duration::from_secs(2);
+
+/// Locks on an etcd cluster. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct EtcdLock {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    layout: KeyLayout,
+    config: EtcdConfig,
+    /// Acquisitions this client has a key for: waiting in line or holding.
+    places: Mutex<HashMap<OwnerId, Place>>,
+}
+
+/// One acquisition's key in etcd.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    lease: i64,
+    /// The key's create revision: its place in line, and the fencing token once granted.
+    revision: i64,
+}
+
+impl EtcdLock {
+    /// Connects to `etcd://host:port[,host:port...][/prefix/]` with default settings.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(EtcdConfig::from_url(url)?).await
+    }
+
+    /// Connects with `config`; fails within its connect timeout if no endpoint
+    /// answers, or if etcd refuses the credentials.
+    pub async fn connect_with(config: EtcdConfig) -> Result<Self, Error> {
+        let limit = config.connect_timeout;
+        tokio::time::timeout(limit, Self::open(config))
+            .await
+            .map_err(|_| Error::OperationTimeout {
+                operation: "connect",
+                after: limit,
+            })?
+    }
+
+    async fn open(config: EtcdConfig) -> Result<Self, Error> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_timeout(config.operation_timeout)
+            .with_keep_alive(config.keep_alive_interval, config.operation_timeout)
+            // A member cut off from the leader refuses instead of serving stale reads.
+            .with_require_leader(true);
+        if let Some((name, password)) = &config.user {
+            options = options.with_user(name, password);
+        }
+        let mut client = Client::connect(&config.endpoints, Some(options))
+            .await
+            .map_err(from_etcd)?;
+        // Connecting is lazy: one request proves the endpoint answers and the
+        // credentials are good.
+        client.status().await.map_err(from_etcd)?;
+        Ok(EtcdLock {
+            inner: Arc::new(Inner {
+                client,
+                layout: KeyLayout::new(&config.prefix),
+                config,
+                places: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The configuration this lock was connected with.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.inner.config
+    }
+
+    /// Writes `value` at `resource` (under this client's prefix) only while `lease`
+    /// still holds its lock, in one etcd transaction guarded on the lock key's create
+    /// revision. `Ok(false)`: the lease was lost, nothing was written.
+    pub async fn put_if_held(
+        &self,
+        lease: &Lease,
+        resource: &str,
+        value: &[u8],
+    ) -> Result<bool, Error> {
+        let key = LockKey::new(lease.key())?;
+        let lock_key = self.inner.layout.entry(&key, &lease.owner());
+        let revision = i64::try_from(lease.fence().get()).unwrap_or(i64::MAX);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                lock_key,
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([TxnOp::put(self.inner.layout.fenced(resource), value, None)]);
+        let response = self.client().txn(txn).await.map_err(from_etcd)?;
+        Ok(response.succeeded())
+    }
+
+    /// Reads what [`put_if_held`](Self::put_if_held) wrote at `resource`.
+    pub async fn get_fenced(&self, resource: &str) -> Result<Option<Vec<u8>>, Error> {
+        let response = self
+            .client()
+            .get(self.inner.layout.fenced(resource), None)
+            .await
+            .map_err(from_etcd)?;
+        Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    /// Deletes every holder and waiter of `key`, as an operator breaking a stuck lock
+    /// would. Their next extension fails and their `lost()` fires.
+    pub async fn force_release(&self, key: &str) -> Result<bool, Error> {
+        let key = LockKey::new(key)?;
+        let response = self
+            .client()
+            .delete(
+                self.inner.layout.dir(&key),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(from_etcd)?;
+        Ok(response.deleted() > 0)
+    }
+
+    fn client(&self) -> Client {
+        self.inner.client.clone()
+    }
+
+    fn places(&self) -> MutexGuard<'_, HashMap<OwnerId, Place>> {
+        self.inner.places.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refreshes `lease` once; `false` if etcd no longer has it.
+    async fn refresh(&self, lease: i64) -> Result<bool, Error> {
+        let (mut keeper, mut answers) = self
+            .client()
+            .lease_keep_alive(lease)
+            .await
+            .map_err(from_etcd)?;
+        keeper.keep_alive().await.map_err(from_etcd)?;
+        match answers.message().await {
+            Ok(Some(answer)) => Ok(answer.ttl() > 0),
+            Ok(None) => Err(Error::unavailable("the lease keep-alive stream closed")),
+            Err(e) if is_lease_not_found(&e) => Ok(false),
+            Err(e) => Err(from_etcd(e)),
+        }
+    }
+
+    /// First attempt: a lease, then our key and the two newest keys of the directory
+    /// (ours and our predecessor), in one transaction.
+    async fn join_line(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+    ) -> Result<(Place, Option<Vec<u8>>, i64), Error> {
+        let mut client = self.client();
+        let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let lease = client
+            .lease_grant(seconds, None)
+            .await
+            .map_err(from_etcd)?
+            .id();
+        // Known before the key exists, so a cleanup can revoke it whatever happens next.
+        self.places().insert(*owner, Place { lease, revision: 0 });
+        let entry = self.inner.layout.entry(key, owner);
+        let newest_two = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(2)
+            .with_keys_only();
+        let txn = Txn::new()
+            .when([Compare::create_revision(entry.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(entry, "", Some(PutOptions::new().with_lease(lease))),
+                TxnOp::get(self.inner.layout.dir(key), Some(newest_two)),
+            ]);
+        let response = client.txn(txn).await.map_err(from_etcd)?;
+        let header = response.header().map(|h| h.revision()).unwrap_or_default();
+        let kvs = match response.op_responses().into_iter().nth(1) {
+            Some(TxnOpResponse::Get(get)) if response.succeeded() => get.kvs().to_vec(),
+            _ => return Err(Error::backend("etcd did not create the waiter key")),
+        };
+        let revision = kvs.first().map(|kv| kv.create_revision()).unwrap_or(header);
+        let place = Place { lease, revision };
+        self.places().insert(*owner, place);
+        Ok((place, kvs.get(1).map(|kv| kv.key().to_vec()), header))
+    }
+
+    /// Later attempts: refresh our lease, check our key is still there, and find our
+    /// predecessor, if any.
+    async fn look_again(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        place: Place,
+    ) -> Result<(Option<Vec<u8>>, i64), Error> {
+        let gone = || Error::LeaseLost {
+            key: key.to_string(),
+        };
+        if !self.refresh(place.lease).await? {
+            return Err(gone());
+        }
+        let before_us = GetOptions::new()
+            .with_prefix()
+            .with_max_create_revision(place.revision - 1)
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(1)
+            .with_keys_only();
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.inner.layout.entry(key, owner),
+                CompareOp::Equal,
+                place.revision,
+            )])
+            .and_then([TxnOp::get(self.inner.layout.dir(key), Some(before_us))]);
+        let response = self.client().txn(txn).await.map_err(from_etcd)?;
+        if !response.succeeded() {
+            return Err(gone());
+        }
+        let header = response.header().map(|h| h.revision()).unwrap_or_default();
+        let predecessor = match response.op_responses().into_iter().next() {
+            Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| kv.key().to_vec()),
+            _ => None,
+        };
+        Ok((predecessor, header))
+    }
+
+    /// Resolves when `predecessor` is deleted after `revision` (or the watch ends).
+    async fn watch_deletion(
+        &self,
+        predecessor: Vec<u8>,
+        revision: i64,
+    ) -> Result<WakeSignal, Error> {
+        let options = WatchOptions::new().with_start_revision(revision + 1);
+        let mut stream = self
+            .client()
+            .watch(predecessor, Some(options))
+            .await
+            .map_err(from_etcd)?;
+        Ok(Box::pin(async move {
+            while let Ok(Some(answer)) = stream.message().await {
+                if answer.canceled()
+                    || answer
+                        .events()
+                        .iter()
+                        .any(|e| e.event_type() == EventType::Delete)
+                {
+                    return;
+                }
+            }
+        }))
+    }
+
+    /// Revokes an acquisition's lease (deleting its key); `Ok(true)` if etcd had it.
+    async fn revoke(&self, lease: i64) -> Result<bool, Error> {
+        match self.client().lease_revoke(lease).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_lease_not_found(&e) => Ok(false),
+            Err(e) => Err(from_etcd(e)),
+        }
+    }
+}
+
+impl std::fmt::Debug for EtcdLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdLock")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Lock for EtcdLock {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: "etcd",
+            fencing: true,
+            fifo: true,
+            wake_on_release: true,
+            min_ttl: MIN_TTL,
+            max_ttl: MAX_REPRESENTABLE_TTL,
+            ttl_granularity: Duration::from_secs(1),
+            // A leader change restarts every lease's countdown.
+            expiry_slack: Duration::from_secs(2),
+            expiry_scope: ExpiryScope::PerLease,
+            drift_factor: 0.01,
+            drift_fixed: Duration::from_millis(2),
+        }
+    }
+
+    async fn attempt(&self, req: AttemptRequest<'_>) -> Result<Attempt, Error> {
+        let known = self.places().get(req.owner).copied();
+        let (place, predecessor, revision) = match known {
+            Some(place) if place.revision > 0 => {
+                let (predecessor, revision) = self.look_again(req.key, req.owner, place).await?;
+                (place, predecessor, revision)
+            }
+            // A lease but no key yet: the first attempt's outcome was lost. Start over.
+            Some(place) => {
+                let _ = self.revoke(place.lease).await;
+                self.join_line(req.key, req.owner, req.ttl).await?
+            }
+            None => self.join_line(req.key, req.owner, req.ttl).await?,
+        };
+        let Some(predecessor) = predecessor else {
+            return Ok(Attempt::Acquired {
+                fence: FenceToken(u64::try_from(place.revision).unwrap_or_default()),
+            });
+        };
+        if !req.queue {
+            // try_acquire leaves nothing behind.
+            self.places().remove(req.owner);
+            self.revoke(place.lease).await?;
+            return Ok(Attempt::Busy {
+                wake: None,
+                retry_after: None,
+            });
+        }
+        Ok(Attempt::Busy {
+            wake: Some(self.watch_deletion(predecessor, revision).await?),
+            // Look again (refreshing our own lease, to keep our place) well within the TTL.
+            retry_after: Some(req.ttl / 3),
+        })
+    }
+
+    async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
+        let lost = || Error::LeaseLost {
+            key: key.to_string(),
+        };
+        let place = self.places().get(owner).copied().ok_or_else(lost)?;
+        // etcd keeps a lease's TTL for its life: a refresh restarts the same countdown.
+        let _ = ttl;
+        if !self.refresh(place.lease).await? {
+            return Err(lost());
+        }
+        let response = self
+            .client()
+            .get(
+                self.inner.layout.entry(key, owner),
+                Some(GetOptions::new().with_keys_only()),
+            )
+            .await
+            .map_err(from_etcd)?;
+        match response.kvs().first() {
+            Some(kv) if kv.create_revision() == place.revision => Ok(()),
+            _ => Err(lost()),
+        }
+    }
+
+    async fn release(&self, _key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
+        let Some(place) = self.places().remove(owner) else {
+            return Ok(false);
+        };
+        match self.revoke(place.lease).await {
+            Ok(held) => Ok(held && place.revision > 0),
+            Err(e) => {
+                // Keep the place so a retry (or the TTL) can still clean it up.
+                self.places().insert(*owner, place);
+                Err(e)
+            }
+        }
+    }
+
+    fn operation_timeout(&self) -> Duration {
+        self.inner.config.operation_timeout
+    }
+
+    fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // A waiter key left behind would block the line for its whole TTL: retry the
+        // revoke until it succeeds or the lease could have expired anyway.
+        runtime.spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let mut pause = Duration::from_millis(50);
+            while tokio::time::Instant::now() < deadline {
+                match self.release(&key, &owner).await {
+                    Ok(_) => return,
+                    Err(error) => {
+                        tracing::debug!(%key, %error, "background release failed; retrying")
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        });
+    }
+}

@@ -1,0 +1,34 @@
+//! The whole conformance suite against a real etcd in a container.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dlock_core::{DynLock, conformance::Harness};
+use dlock_etcd::EtcdLock;
+
+struct EtcdHarness {
+    url: String,
+}
+
+#[async_trait]
+impl Harness for EtcdHarness {
+    async fn client(&self) -> DynLock {
+        Arc::new(
+            EtcdLock::connect(&self.url)
+                .await
+                .expect("connect to the test etcd"),
+        )
+    }
+
+    async fn delete_key(&self, key: &str) {
+        let admin = EtcdLock::connect(&self.url).await.expect("connect");
+        assert!(
+            admin.force_release(key).await.expect("force release"),
+            "no lock at {key}"
+        );
+    }
+}
+
+dlock_core::conformance_tests!(EtcdHarness {
+    url: dlock_testkit::shared_etcd_url().await
+});
