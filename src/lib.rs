@@ -11,6 +11,10 @@ pub use dlock_core::{
     Error, ExpiryScope, FenceGate, FenceSource, FenceToken, InvalidInput, Lease, LeaseHandle, Lock,
     LockExt, LockKey, MAX_KEY_LEN, OwnerId, Wait, metrics, reliability,
 };
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+#[doc(inline)]
+pub use dlock_etcd::{EtcdConfig, EtcdLock};
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 #[doc(inline)]

@@ -30,8 +30,14 @@ pub(crate) fn from_etcd(e: EtcdError) -> Error {
     }
 }
 
-/// etcd answers a revoke or keep-alive of an expired lease with "lease not found".
+/// etcd answers a revoke or keep-alive of an expired lease with "lease not found"
+/// (a gRPC status for a revoke, a keep-alive error for a refresh).
 pub(crate) fn is_lease_not_found(e: &EtcdError) -> bool {
-    matches!(e, EtcdError::GRpcStatus(s) if s.code() == tonic::Code::NotFound
-        || s.message().contains("requested lease not found"))
+    match e {
+        EtcdError::GRpcStatus(s) => {
+            s.code() == tonic::Code::NotFound || s.message().contains("lease not found")
+        }
+        EtcdError::LeaseKeepAliveError(message) => message.contains("lease not found"),
+        _ => false,
+    }
 }

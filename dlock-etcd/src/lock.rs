@@ -78,9 +78,13 @@ impl EtcdLock {
         let mut client = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(from_etcd)?;
-        // Connecting is lazy: one request proves the endpoint answers and the
-        // credentials are good.
-        client.status().await.map_err(from_etcd)?;
+        // Connecting is lazy: one read under the prefix proves the endpoint answers
+        // and the credentials are good (a status request needs no credentials).
+        let probe = GetOptions::new().with_keys_only().with_limit(1);
+        client
+            .get(config.prefix.as_str(), Some(probe))
+            .await
+            .map_err(from_etcd)?;
         Ok(EtcdLock {
             inner: Arc::new(Inner {
                 client,
@@ -154,17 +158,25 @@ impl EtcdLock {
 
     /// Refreshes `lease` once; `false` if etcd no longer has it.
     async fn refresh(&self, lease: i64) -> Result<bool, Error> {
-        let (mut keeper, mut answers) = self
-            .client()
-            .lease_keep_alive(lease)
-            .await
-            .map_err(from_etcd)?;
-        keeper.keep_alive().await.map_err(from_etcd)?;
+        // An expired lease shows up as an error at any of the three steps.
+        let gone_or = |e: etcd_client::Error| {
+            if is_lease_not_found(&e) {
+                Ok(false)
+            } else {
+                Err(from_etcd(e))
+            }
+        };
+        let (mut keeper, mut answers) = match self.client().lease_keep_alive(lease).await {
+            Ok(stream) => stream,
+            Err(e) => return gone_or(e),
+        };
+        if let Err(e) = keeper.keep_alive().await {
+            return gone_or(e);
+        }
         match answers.message().await {
             Ok(Some(answer)) => Ok(answer.ttl() > 0),
             Ok(None) => Err(Error::unavailable("the lease keep-alive stream closed")),
-            Err(e) if is_lease_not_found(&e) => Ok(false),
-            Err(e) => Err(from_etcd(e)),
+            Err(e) => gone_or(e),
         }
     }
 

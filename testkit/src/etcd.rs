@@ -6,7 +6,7 @@ use testcontainers::{
 };
 use tokio::sync::OnceCell;
 
-use crate::container::{image, run_id, shared};
+use crate::container::{Server, image, run_id, shared};
 
 const PORT: u16 = 2379;
 
@@ -44,4 +44,10 @@ pub async fn shared_etcd_url() -> String {
         })
         .await;
     format!("etcd://127.0.0.1:{port}")
+}
+
+/// A single-node etcd for one test (one it may reconfigure, pause or stop); removed
+/// when dropped.
+pub async fn start_etcd() -> Server {
+    Server::start(request(), PORT).await
 }

@@ -18,5 +18,5 @@ mod etcd;
 mod redis;
 
 pub use container::{LABEL, Server, free_port};
-pub use etcd::{etcd_image, shared_etcd_url};
+pub use etcd::{etcd_image, shared_etcd_url, start_etcd};
 pub use redis::{RedisOptions, redis_image, shared_redis_url, start_redis};

@@ -1,0 +1,244 @@
+//! etcd edge cases: frozen waiters, fenced writes inside etcd, credentials,
+//! unreachable endpoints.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use dlock_core::{
+    Acquire, Attempt, AttemptRequest, Capabilities, Error, Lock, LockExt, LockKey, OwnerId,
+};
+use dlock_etcd::{EtcdConfig, EtcdLock};
+use dlock_testkit::{free_port, shared_etcd_url};
+use tokio::time::Instant;
+
+fn key(name: &str) -> String {
+    format!("dlock-edge:{name}:{}", OwnerId::random())
+}
+
+/// An etcd client whose process freezes after its first attempt for `freeze`: it
+/// stops refreshing its place in line, as a stopped VM would.
+#[derive(Clone)]
+struct FreezesAfterFirstAttempt {
+    inner: EtcdLock,
+    attempts: Arc<AtomicUsize>,
+    freeze: Duration,
+}
+
+#[async_trait]
+impl Lock for FreezesAfterFirstAttempt {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn attempt(&self, request: AttemptRequest<'_>) -> Result<Attempt, Error> {
+        if self.attempts.fetch_add(1, Ordering::SeqCst) == 1 {
+            tokio::time::sleep(self.freeze).await;
+        }
+        self.inner.attempt(request).await
+    }
+    async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
+        self.inner.extend(key, owner, ttl).await
+    }
+    async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
+        self.inner.release(key, owner).await
+    }
+    fn operation_timeout(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_lease_expired_stops_with_an_error_and_frees_the_line() {
+    let url = shared_etcd_url().await;
+    let holder = EtcdLock::connect(&url).await.expect("connect");
+    let next = EtcdLock::connect(&url).await.expect("connect");
+    let k = key("frozen-waiter");
+    let ttl = Duration::from_secs(2);
+    let mut held = holder
+        .acquire(&k, Acquire::ttl(Duration::from_secs(30)))
+        .await
+        .expect("acquire");
+
+    let frozen = FreezesAfterFirstAttempt {
+        inner: EtcdLock::connect(&url).await.expect("connect"),
+        attempts: Arc::default(),
+        freeze: ttl * 3,
+    };
+    let frozen_wait = {
+        let k = k.clone();
+        tokio::spawn(async move {
+            frozen
+                .acquire(&k, Acquire::ttl(ttl).wait(Duration::from_secs(60)))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Queued behind the frozen waiter.
+    let behind = {
+        let k = k.clone();
+        tokio::spawn(async move {
+            next.acquire(&k, Acquire::ttl(ttl).wait(Duration::from_secs(60)))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    held.release().await.expect("release");
+
+    // The frozen waiter's lease ran out while it slept: the line moves on without it...
+    let started = Instant::now();
+    let granted = behind
+        .await
+        .expect("task")
+        .expect("the next waiter was blocked by a frozen one");
+    assert!(
+        started.elapsed() < ttl * 3,
+        "blocked for {:?}",
+        started.elapsed()
+    );
+    // ...and when it wakes, it learns it lost its place instead of waiting on.
+    let frozen_result = frozen_wait.await.expect("task");
+    assert!(
+        matches!(frozen_result, Err(Error::LeaseLost { .. })),
+        "the frozen waiter got {frozen_result:?}"
+    );
+    drop(granted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_writes_inside_etcd_stop_with_the_lease() {
+    let url = shared_etcd_url().await;
+    let a = EtcdLock::connect(&url).await.expect("connect");
+    let b = EtcdLock::connect(&url).await.expect("connect");
+    let k = key("fenced");
+    let resource = format!("{k}:state");
+    let old = a
+        .acquire(&k, Acquire::ttl(Duration::from_secs(2)))
+        .await
+        .expect("acquire");
+    assert!(
+        a.put_if_held(&old, &resource, b"old holder")
+            .await
+            .expect("put")
+    );
+
+    // The old holder stalls past its TTL; another takes the lock.
+    let new = b
+        .acquire(
+            &k,
+            Acquire::ttl(Duration::from_secs(10)).wait(Duration::from_secs(10)),
+        )
+        .await
+        .expect("acquire after expiry");
+    assert!(new.fence() > old.fence());
+    assert!(
+        b.put_if_held(&new, &resource, b"new holder")
+            .await
+            .expect("put")
+    );
+    // The stale write is refused inside etcd, in the same transaction as the check.
+    assert!(!a.put_if_held(&old, &resource, b"stale").await.expect("put"));
+    assert_eq!(
+        b.get_fenced(&resource).await.expect("get").as_deref(),
+        Some(b"new holder".as_slice())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_endpoints_fail_within_the_connect_timeout() {
+    let limit = Duration::from_secs(2);
+    let config = EtcdConfig::builder()
+        .endpoint(format!("http://127.0.0.1:{}", free_port()))
+        .connect_timeout(limit)
+        .build()
+        .expect("config");
+    let started = Instant::now();
+    let err = EtcdLock::connect_with(config)
+        .await
+        .expect_err("nothing listens there");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        started.elapsed() <= limit + Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn bad_configuration_is_refused_before_any_io() {
+    for url in [
+        "",
+        "etcd://",
+        "etcd://127.0.0.1",
+        "http://127.0.0.1:2379",
+        "etcd://u@127.0.0.1:2379",
+    ] {
+        let err = EtcdLock::connect(url).await.expect_err(url);
+        assert!(err.is_invalid_input(), "{url}: {err}");
+    }
+    let err = EtcdConfig::builder().build().expect_err("no endpoints");
+    assert!(err.is_invalid_input());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_under_the_minimum_names_the_minimum() {
+    let url = shared_etcd_url().await;
+    let locks = EtcdLock::connect(&url).await.expect("connect");
+    let err = locks
+        .try_acquire(&key("short"), Duration::from_secs(1))
+        .await
+        .expect_err("1 s < 2 s");
+    assert!(err.to_string().contains("2s"), "{err}");
+    let err = locks
+        .try_acquire(&key("fraction"), Duration::from_millis(2500))
+        .await
+        .expect_err("2.5 s");
+    assert!(err.is_invalid_input(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_missing_credentials_are_auth_errors() {
+    let server = dlock_testkit::start_etcd().await;
+    let endpoint = format!("http://127.0.0.1:{}", server.port());
+    // Turn authentication on: a root user with a password.
+    let mut admin = etcd_client::Client::connect([endpoint.as_str()], None)
+        .await
+        .expect("connect");
+    admin
+        .user_add("root", "rootpw", None)
+        .await
+        .expect("user add");
+    admin.user_grant_role("root", "root").await.expect("grant");
+    admin.auth_enable().await.expect("auth enable");
+
+    let with = |user: Option<(&str, &str)>| {
+        let mut b = EtcdConfig::builder()
+            .endpoint(&endpoint)
+            .connect_timeout(Duration::from_secs(3));
+        if let Some((name, password)) = user {
+            b = b.user(name, password);
+        }
+        b.build().expect("config")
+    };
+    match EtcdLock::connect_with(with(Some(("root", "wrong")))).await {
+        Err(Error::Auth { .. }) => {}
+        other => panic!("a wrong password gave {other:?}"),
+    }
+    let locks = EtcdLock::connect_with(with(Some(("root", "rootpw"))))
+        .await
+        .expect("right password");
+    let lease = locks
+        .try_acquire(&key("auth"), Duration::from_secs(5))
+        .await
+        .expect("acquire");
+    assert!(lease.is_some());
+    // No credentials: refused at the first request, as an auth error.
+    match EtcdLock::connect_with(with(None)).await {
+        Err(Error::Auth { .. }) => {}
+        other => panic!("no credentials gave {other:?}"),
+    }
+}
