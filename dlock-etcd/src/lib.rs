@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod endpoints;
 mod errors;
 mod keys;
 mod lock;

@@ -12,12 +12,13 @@ use dlock_core::{
     MAX_REPRESENTABLE_TTL, OwnerId, WakeSignal,
 };
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, SortOrder,
-    SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, SortOrder, SortTarget,
+    Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
 use crate::{
     EtcdConfig,
+    endpoints::Endpoints,
     errors::{from_etcd, is_lease_not_found},
     keys::KeyLayout,
 };
@@ -32,7 +33,7 @@ pub struct EtcdLock {
 }
 
 struct Inner {
-    client: Client,
+    endpoints: Endpoints,
     layout: KeyLayout,
     config: EtcdConfig,
     /// Acquisitions this client has a key for: waiting in line or holding.
@@ -75,19 +76,26 @@ impl EtcdLock {
         if let Some((name, password)) = &config.user {
             options = options.with_user(name, password);
         }
-        let mut client = Client::connect(&config.endpoints, Some(options))
-            .await
-            .map_err(from_etcd)?;
-        // Connecting is lazy: one read under the prefix proves the endpoint answers
-        // and the credentials are good (a status request needs no credentials).
+        let endpoints = Endpoints::new(config.endpoints.clone(), options);
+        // Connecting is lazy: one read under the prefix proves an endpoint answers and
+        // the credentials are good (a status request needs no credentials).
         let probe = GetOptions::new().with_keys_only().with_limit(1);
-        client
-            .get(config.prefix.as_str(), Some(probe))
-            .await
-            .map_err(from_etcd)?;
+        let prefix = config.prefix.clone();
+        let mut reached = Err(Error::unavailable("no etcd endpoint"));
+        for _ in 0..config.endpoints.len() {
+            let (prefix, probe) = (prefix.clone(), probe.clone());
+            reached = endpoints
+                .call(|mut c| async move { c.get(prefix, Some(probe)).await.map_err(from_etcd) })
+                .await
+                .map(drop);
+            if !reached.as_ref().is_err_and(Error::is_retryable) {
+                break;
+            }
+        }
+        reached?;
         Ok(EtcdLock {
             inner: Arc::new(Inner {
-                client,
+                endpoints,
                 layout: KeyLayout::new(&config.prefix),
                 config,
                 places: Mutex::default(),
@@ -119,17 +127,18 @@ impl EtcdLock {
                 revision,
             )])
             .and_then([TxnOp::put(self.inner.layout.fenced(resource), value, None)]);
-        let response = self.client().txn(txn).await.map_err(from_etcd)?;
+        let response = self.txn(txn).await?;
         Ok(response.succeeded())
     }
 
     /// Reads what [`put_if_held`](Self::put_if_held) wrote at `resource`.
     pub async fn get_fenced(&self, resource: &str) -> Result<Option<Vec<u8>>, Error> {
+        let key = self.inner.layout.fenced(resource);
         let response = self
-            .client()
-            .get(self.inner.layout.fenced(resource), None)
-            .await
-            .map_err(from_etcd)?;
+            .inner
+            .endpoints
+            .call(|mut c| async move { c.get(key, None).await.map_err(from_etcd) })
+            .await?;
         Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
@@ -137,19 +146,26 @@ impl EtcdLock {
     /// would. Their next extension fails and their `lost()` fires.
     pub async fn force_release(&self, key: &str) -> Result<bool, Error> {
         let key = LockKey::new(key)?;
+        let dir = self.inner.layout.dir(&key);
+        let options = etcd_client::DeleteOptions::new().with_prefix();
         let response = self
-            .client()
-            .delete(
-                self.inner.layout.dir(&key),
-                Some(etcd_client::DeleteOptions::new().with_prefix()),
-            )
-            .await
-            .map_err(from_etcd)?;
+            .inner
+            .endpoints
+            .call(|mut c| async move { c.delete(dir, Some(options)).await.map_err(from_etcd) })
+            .await?;
         Ok(response.deleted() > 0)
     }
 
-    fn client(&self) -> Client {
-        self.inner.client.clone()
+    /// The endpoint requests go to now (it changes on failover).
+    pub fn current_endpoint(&self) -> &str {
+        self.inner.endpoints.current_url()
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, Error> {
+        self.inner
+            .endpoints
+            .call(|mut c| async move { c.txn(txn).await.map_err(from_etcd) })
+            .await
     }
 
     fn places(&self) -> MutexGuard<'_, HashMap<OwnerId, Place>> {
@@ -158,26 +174,31 @@ impl EtcdLock {
 
     /// Refreshes `lease` once; `false` if etcd no longer has it.
     async fn refresh(&self, lease: i64) -> Result<bool, Error> {
-        // An expired lease shows up as an error at any of the three steps.
-        let gone_or = |e: etcd_client::Error| {
-            if is_lease_not_found(&e) {
-                Ok(false)
-            } else {
-                Err(from_etcd(e))
-            }
-        };
-        let (mut keeper, mut answers) = match self.client().lease_keep_alive(lease).await {
-            Ok(stream) => stream,
-            Err(e) => return gone_or(e),
-        };
-        if let Err(e) = keeper.keep_alive().await {
-            return gone_or(e);
-        }
-        match answers.message().await {
-            Ok(Some(answer)) => Ok(answer.ttl() > 0),
-            Ok(None) => Err(Error::unavailable("the lease keep-alive stream closed")),
-            Err(e) => gone_or(e),
-        }
+        self.inner
+            .endpoints
+            .call(|mut c| async move {
+                // An expired lease shows up as an error at any of the three steps.
+                let gone_or = |e: etcd_client::Error| {
+                    if is_lease_not_found(&e) {
+                        Ok(false)
+                    } else {
+                        Err(from_etcd(e))
+                    }
+                };
+                let (mut keeper, mut answers) = match c.lease_keep_alive(lease).await {
+                    Ok(stream) => stream,
+                    Err(e) => return gone_or(e),
+                };
+                if let Err(e) = keeper.keep_alive().await {
+                    return gone_or(e);
+                }
+                match answers.message().await {
+                    Ok(Some(answer)) => Ok(answer.ttl() > 0),
+                    Ok(None) => Err(Error::unavailable("the lease keep-alive stream closed")),
+                    Err(e) => gone_or(e),
+                }
+            })
+            .await
     }
 
     /// First attempt: a lease, then our key and the two newest keys of the directory
@@ -188,12 +209,12 @@ impl EtcdLock {
         owner: &OwnerId,
         ttl: Duration,
     ) -> Result<(Place, Option<Vec<u8>>, i64), Error> {
-        let mut client = self.client();
         let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        let lease = client
-            .lease_grant(seconds, None)
-            .await
-            .map_err(from_etcd)?
+        let lease = self
+            .inner
+            .endpoints
+            .call(|mut c| async move { c.lease_grant(seconds, None).await.map_err(from_etcd) })
+            .await?
             .id();
         // Known before the key exists, so a cleanup can revoke it whatever happens next.
         self.places().insert(*owner, Place { lease, revision: 0 });
@@ -209,7 +230,7 @@ impl EtcdLock {
                 TxnOp::put(entry, "", Some(PutOptions::new().with_lease(lease))),
                 TxnOp::get(self.inner.layout.dir(key), Some(newest_two)),
             ]);
-        let response = client.txn(txn).await.map_err(from_etcd)?;
+        let response = self.txn(txn).await?;
         let header = response.header().map(|h| h.revision()).unwrap_or_default();
         let kvs = match response.op_responses().into_iter().nth(1) {
             Some(TxnOpResponse::Get(get)) if response.succeeded() => get.kvs().to_vec(),
@@ -248,7 +269,7 @@ impl EtcdLock {
                 place.revision,
             )])
             .and_then([TxnOp::get(self.inner.layout.dir(key), Some(before_us))]);
-        let response = self.client().txn(txn).await.map_err(from_etcd)?;
+        let response = self.txn(txn).await?;
         if !response.succeeded() {
             return Err(gone());
         }
@@ -268,10 +289,12 @@ impl EtcdLock {
     ) -> Result<WakeSignal, Error> {
         let options = WatchOptions::new().with_start_revision(revision + 1);
         let mut stream = self
-            .client()
-            .watch(predecessor, Some(options))
-            .await
-            .map_err(from_etcd)?;
+            .inner
+            .endpoints
+            .call(
+                |mut c| async move { c.watch(predecessor, Some(options)).await.map_err(from_etcd) },
+            )
+            .await?;
         Ok(Box::pin(async move {
             while let Ok(Some(answer)) = stream.message().await {
                 if answer.canceled()
@@ -288,11 +311,16 @@ impl EtcdLock {
 
     /// Revokes an acquisition's lease (deleting its key); `Ok(true)` if etcd had it.
     async fn revoke(&self, lease: i64) -> Result<bool, Error> {
-        match self.client().lease_revoke(lease).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_lease_not_found(&e) => Ok(false),
-            Err(e) => Err(from_etcd(e)),
-        }
+        self.inner
+            .endpoints
+            .call(|mut c| async move {
+                match c.lease_revoke(lease).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_lease_not_found(&e) => Ok(false),
+                    Err(e) => Err(from_etcd(e)),
+                }
+            })
+            .await
     }
 }
 
@@ -368,14 +396,16 @@ impl Lock for EtcdLock {
         if !self.refresh(place.lease).await? {
             return Err(lost());
         }
+        let entry = self.inner.layout.entry(key, owner);
         let response = self
-            .client()
-            .get(
-                self.inner.layout.entry(key, owner),
-                Some(GetOptions::new().with_keys_only()),
-            )
-            .await
-            .map_err(from_etcd)?;
+            .inner
+            .endpoints
+            .call(|mut c| async move {
+                c.get(entry, Some(GetOptions::new().with_keys_only()))
+                    .await
+                    .map_err(from_etcd)
+            })
+            .await?;
         match response.kvs().first() {
             Some(kv) if kv.create_revision() == place.revision => Ok(()),
             _ => Err(lost()),
