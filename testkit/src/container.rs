@@ -58,6 +58,22 @@ impl Server {
             .expect("docker stop");
     }
 
+    /// Kills the server outright (SIGKILL): no graceful shutdown, so an etcd leader
+    /// hands nothing over, as in a crash.
+    pub async fn kill(&self) {
+        let id = self.container.id().to_owned();
+        let status = tokio::process::Command::new("docker")
+            .args(["kill", "--signal", "KILL", &id])
+            .output()
+            .await
+            .expect("run docker kill");
+        assert!(
+            status.status.success(),
+            "docker kill failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+
     /// Starts a stopped server again. Keep the published port across this with a
     /// fixed mapping ([`free_port`]); otherwise Docker picks a new one.
     pub async fn start_again(&self) {

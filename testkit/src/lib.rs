@@ -13,10 +13,12 @@
 
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod container;
 mod etcd;
 mod redis;
 
+pub use cluster::{ELECTION_TIMEOUT_MS, EtcdCluster, HEARTBEAT_MS};
 pub use container::{LABEL, Server, free_port};
 pub use etcd::{etcd_image, shared_etcd_url, start_etcd};
 pub use redis::{RedisOptions, redis_image, shared_redis_url, start_redis};
