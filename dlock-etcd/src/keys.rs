@@ -39,6 +39,11 @@ impl KeyLayout {
         format!("{}{}", self.dir(key), owner)
     }
 
+    /// The election `name`: beside the lock directories.
+    pub(crate) fn election(&self, name: &str) -> String {
+        format!("{}election/{}", self.prefix, escape(name))
+    }
+
     /// Where fenced writes of `resource` live: beside the lock directories.
     pub(crate) fn fenced(&self, resource: &str) -> String {
         format!("{}fenced/{}", self.prefix, escape(resource))

@@ -2,10 +2,12 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod election;
 mod endpoints;
 mod errors;
 mod keys;
 mod lock;
 
 pub use config::{DEFAULT_PREFIX, EtcdConfig, EtcdConfigBuilder};
+pub use election::{EtcdElection, LeaderChanges, Leadership};
 pub use lock::EtcdLock;

@@ -168,12 +168,31 @@ impl EtcdLock {
             .await
     }
 
+    /// Whether `key` exists.
+    pub(crate) async fn exists(&self, key: Vec<u8>) -> Result<bool, Error> {
+        let options = GetOptions::new().with_keys_only();
+        let answer = self
+            .inner
+            .endpoints
+            .call(|mut c| async move { c.get(key, Some(options)).await.map_err(from_etcd) })
+            .await?;
+        Ok(!answer.kvs().is_empty())
+    }
+
+    pub(crate) fn endpoints(&self) -> &Endpoints {
+        &self.inner.endpoints
+    }
+
+    pub(crate) fn layout(&self) -> &KeyLayout {
+        &self.inner.layout
+    }
+
     fn places(&self) -> MutexGuard<'_, HashMap<OwnerId, Place>> {
         self.inner.places.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Refreshes `lease` once; `false` if etcd no longer has it.
-    async fn refresh(&self, lease: i64) -> Result<bool, Error> {
+    pub(crate) async fn refresh(&self, lease: i64) -> Result<bool, Error> {
         self.inner
             .endpoints
             .call(|mut c| async move {
@@ -310,7 +329,7 @@ impl EtcdLock {
     }
 
     /// Revokes an acquisition's lease (deleting its key); `Ok(true)` if etcd had it.
-    async fn revoke(&self, lease: i64) -> Result<bool, Error> {
+    pub(crate) async fn revoke(&self, lease: i64) -> Result<bool, Error> {
         self.inner
             .endpoints
             .call(|mut c| async move {

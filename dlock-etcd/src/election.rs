@@ -1,0 +1,296 @@
+//! Leader election on etcd's election API: one leader per name at a time, with
+//! the leader's value readable and observable by everyone.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use dlock_core::{BootInstant, Error, FenceToken, LockKey, validate_ttl};
+use etcd_client::{LeaderKey, ProclaimOptions, ResignOptions};
+use tokio::{sync::Notify, task::JoinHandle};
+
+use crate::{EtcdLock, errors::from_etcd};
+
+/// An election among the clients of one etcd cluster.
+///
+/// ```no_run
+/// # async fn demo(locks: dlock_etcd::EtcdLock) -> Result<(), dlock_core::Error> {
+/// use std::time::Duration;
+/// use dlock_etcd::EtcdElection;
+///
+/// let election = EtcdElection::new(&locks, "scheduler")?;
+/// let leadership = election.campaign("host-a", Duration::from_secs(10)).await?; // waits
+/// tokio::select! {
+///     () = leadership.lost() => eprintln!("no longer the leader"),
+///     () = tokio::time::sleep(Duration::from_secs(60)) => {}
+/// }
+/// leadership.resign().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct EtcdElection {
+    lock: EtcdLock,
+    name: String,
+}
+
+/// This client leads the election until it resigns or [`lost`](Self::lost) fires.
+///
+/// Leadership lives on an etcd lease kept alive in the background; dropping it
+/// resigns in the background, best effort (the lease's TTL ends it otherwise).
+pub struct Leadership {
+    lock: EtcdLock,
+    leader: LeaderKey,
+    state: Arc<LeaderState>,
+    keep_alive: JoinHandle<()>,
+    resigned: bool,
+}
+
+struct LeaderState {
+    lost: AtomicBool,
+    changed: Notify,
+    /// The leader key, once elected: its deletion also ends the leadership.
+    key: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl LeaderState {
+    fn mark_lost(&self) {
+        self.lost.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+}
+
+impl EtcdElection {
+    /// The election `name` (any key dlock accepts) on `lock`'s cluster and prefix.
+    pub fn new(lock: &EtcdLock, name: &str) -> Result<Self, Error> {
+        LockKey::check(name)?;
+        Ok(EtcdElection {
+            lock: lock.clone(),
+            name: lock.layout().election(name),
+        })
+    }
+
+    /// Waits until this candidate leads, then returns its leadership, which lives on
+    /// a lease of `ttl` (whole seconds, at least 2 s) kept alive in the background.
+    /// Candidates are elected in the order they campaigned.
+    pub async fn campaign(
+        &self,
+        value: impl Into<Vec<u8>>,
+        ttl: Duration,
+    ) -> Result<Leadership, Error> {
+        validate_ttl(ttl, &dlock_core::Lock::capabilities(&self.lock))?;
+        let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let lease = self
+            .lock
+            .endpoints()
+            .call(|mut c| async move { c.lease_grant(seconds, None).await.map_err(from_etcd) })
+            .await?
+            .id();
+        let state = Arc::new(LeaderState {
+            lost: AtomicBool::new(false),
+            changed: Notify::new(),
+            key: std::sync::Mutex::new(None),
+        });
+        // Kept alive while campaigning too: the wait for leadership can outlast the TTL.
+        let keep_alive = tokio::spawn(keep_alive(
+            self.lock.clone(),
+            lease,
+            ttl,
+            Arc::clone(&state),
+        ));
+        let (name, value) = (self.name.clone(), value.into());
+        let campaign = self
+            .lock
+            .endpoints()
+            .call(|mut c| async move { c.campaign(name, value, lease).await.map_err(from_etcd) });
+        let elected = tokio::select! {
+            elected = campaign => elected,
+            () = wait_lost(Arc::clone(&state)) => Err(Error::LeaseLost { key: self.name.clone() }),
+        };
+        let leader = match elected.map(|mut r| r.take_leader()) {
+            Ok(Some(leader)) => leader,
+            Ok(None) => Err(Error::backend("etcd elected no leader key"))?,
+            Err(e) => {
+                keep_alive.abort();
+                let _ = self.lock.revoke(lease).await;
+                return Err(e);
+            }
+        };
+        *state.key.lock().unwrap_or_else(|p| p.into_inner()) = Some(leader.key().to_vec());
+        Ok(Leadership {
+            lock: self.lock.clone(),
+            leader,
+            state,
+            keep_alive,
+            resigned: false,
+        })
+    }
+
+    /// The current leader's value, if there is a leader.
+    pub async fn leader(&self) -> Result<Option<Vec<u8>>, Error> {
+        let name = self.name.clone();
+        let answer = self
+            .lock
+            .endpoints()
+            .call(|mut c| async move {
+                match c.leader(name).await {
+                    Ok(answer) => Ok(answer.kv().map(|kv| kv.value().to_vec())),
+                    // etcd answers "no leader" with an error.
+                    Err(e) if e.to_string().contains("no leader") => Ok(None),
+                    Err(e) => Err(from_etcd(e)),
+                }
+            })
+            .await?;
+        Ok(answer)
+    }
+
+    /// Every leader's value as it is elected (or proclaims a new one), starting with
+    /// the current leader's.
+    pub async fn observe(&self) -> Result<LeaderChanges, Error> {
+        let name = self.name.clone();
+        let stream = self
+            .lock
+            .endpoints()
+            .call(|mut c| async move { c.observe(name).await.map_err(from_etcd) })
+            .await?;
+        Ok(LeaderChanges { stream })
+    }
+}
+
+/// The values of successive leaders; see [`EtcdElection::observe`].
+pub struct LeaderChanges {
+    stream: etcd_client::ObserveStream,
+}
+
+impl LeaderChanges {
+    /// The next leader's value; `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>, Error>> {
+        match self.stream.message().await {
+            Ok(Some(answer)) => Some(Ok(answer
+                .kv()
+                .map(|kv| kv.value().to_vec())
+                .unwrap_or_default())),
+            Ok(None) => None,
+            Err(e) => Some(Err(from_etcd(e))),
+        }
+    }
+}
+
+impl std::fmt::Debug for LeaderChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaderChanges").finish_non_exhaustive()
+    }
+}
+
+impl Leadership {
+    /// A fencing token for the leader's writes: its key's revision, larger for every
+    /// later leader.
+    pub fn fence(&self) -> FenceToken {
+        FenceToken(u64::try_from(self.leader.rev()).unwrap_or_default())
+    }
+
+    /// Still the leader, as far as this client knows.
+    pub fn is_leader(&self) -> bool {
+        !self.resigned && !self.state.lost.load(Ordering::Acquire)
+    }
+
+    /// Resolves when this client can no longer assume it leads: its lease could not
+    /// be kept alive, or its leader key is gone.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        wait_lost(Arc::clone(&self.state))
+    }
+
+    /// Announces a new value without another election.
+    pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<(), Error> {
+        let options = ProclaimOptions::new().with_leader(self.leader.clone());
+        let value = value.into();
+        self.lock
+            .endpoints()
+            .call(|mut c| async move { c.proclaim(value, Some(options)).await.map_err(from_etcd) })
+            .await
+            .map(drop)
+    }
+
+    /// Steps down: the next candidate is elected at once.
+    pub async fn resign(mut self) -> Result<(), Error> {
+        self.keep_alive.abort();
+        self.resigned = true;
+        let options = ResignOptions::new().with_leader(self.leader.clone());
+        self.lock
+            .endpoints()
+            .call(|mut c| async move { c.resign(Some(options)).await.map_err(from_etcd) })
+            .await?;
+        self.lock.revoke(self.leader.lease()).await.map(drop)
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.keep_alive.abort();
+        if !self.resigned
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (lock, lease) = (self.lock.clone(), self.leader.lease());
+            runtime.spawn(async move {
+                let _ = lock.revoke(lease).await;
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("fence", &self.fence())
+            .field("is_leader", &self.is_leader())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn wait_lost(state: Arc<LeaderState>) {
+    loop {
+        let notified = state.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if state.lost.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Refreshes the lease every third of its TTL; declares the leadership lost when
+/// etcd no longer has the lease or the leader key, or no refresh succeeded for a
+/// whole TTL.
+async fn keep_alive(lock: EtcdLock, lease: i64, ttl: Duration, state: Arc<LeaderState>) {
+    let mut valid_until = BootInstant::now().saturating_add(ttl);
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let sent = BootInstant::now();
+        let left = valid_until.saturating_duration_since(sent);
+        let key = state.key.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let check = async {
+            if !lock.refresh(lease).await? {
+                return Ok(false);
+            }
+            match key {
+                Some(key) => lock.exists(key).await,
+                None => Ok(true),
+            }
+        };
+        match tokio::time::timeout(left, check).await {
+            Ok(Ok(true)) => valid_until = sent.saturating_add(ttl),
+            Ok(Ok(false)) => break,
+            Ok(Err(error)) => tracing::warn!(%error, "election keep-alive failed; retrying"),
+            Err(_) => {}
+        }
+        if valid_until.has_passed() {
+            break;
+        }
+    }
+    state.mark_lost();
+}

@@ -1,0 +1,119 @@
+//! Leader election on a real etcd: campaign, observe, resign, and losing leadership.
+
+use std::time::Duration;
+
+use dlock_core::OwnerId;
+use dlock_etcd::{EtcdElection, EtcdLock};
+use dlock_testkit::shared_etcd_url;
+
+fn name(case: &str) -> String {
+    format!("dlock-election:{case}:{}", OwnerId::random())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_lead_in_turn_and_everyone_sees_who_leads() {
+    let url = shared_etcd_url().await;
+    let election_name = name("turns");
+    let a = EtcdElection::new(
+        &EtcdLock::connect(&url).await.expect("connect"),
+        &election_name,
+    )
+    .expect("name");
+    let b = EtcdElection::new(
+        &EtcdLock::connect(&url).await.expect("connect"),
+        &election_name,
+    )
+    .expect("name");
+    let watcher = EtcdElection::new(
+        &EtcdLock::connect(&url).await.expect("connect"),
+        &election_name,
+    )
+    .expect("name");
+    let ttl = Duration::from_secs(5);
+
+    assert_eq!(watcher.leader().await.expect("leader"), None);
+    let first = a.campaign("a", ttl).await.expect("a campaigns");
+    assert!(first.is_leader());
+    assert_eq!(
+        watcher.leader().await.expect("leader").as_deref(),
+        Some(b"a".as_slice())
+    );
+    let mut changes = watcher.observe().await.expect("observe");
+    assert_eq!(changes.next().await.expect("a change").expect("ok"), b"a");
+
+    // B waits while A leads.
+    let second = tokio::spawn(async move { b.campaign("b", ttl).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!second.is_finished(), "b was elected while a led");
+
+    first.proclaim("a, again").await.expect("proclaim");
+    assert_eq!(
+        changes.next().await.expect("a change").expect("ok"),
+        b"a, again"
+    );
+    let first_fence = first.fence();
+    first.resign().await.expect("resign");
+
+    let second = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("b was not elected after a resigned")
+        .expect("task")
+        .expect("b campaigns");
+    assert!(second.is_leader());
+    assert!(
+        second.fence() > first_fence,
+        "leaders' tokens must increase"
+    );
+    assert_eq!(changes.next().await.expect("a change").expect("ok"), b"b");
+    assert_eq!(
+        watcher.leader().await.expect("leader").as_deref(),
+        Some(b"b".as_slice())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_key_is_deleted_knows_it_lost() {
+    let url = shared_etcd_url().await;
+    let election_name = name("lost");
+    let locks = EtcdLock::connect(&url).await.expect("connect");
+    let election = EtcdElection::new(&locks, &election_name).expect("name");
+    let ttl = Duration::from_secs(3);
+    let leadership = election.campaign("a", ttl).await.expect("campaign");
+
+    // An operator deletes every key of the election (the leader's among them).
+    let mut raw = etcd_client::Client::connect([url.replace("etcd://", "http://")], None)
+        .await
+        .expect("connect");
+    let deleted = raw
+        .delete(
+            format!("dlock/v1/election/{election_name}"),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .expect("delete");
+    assert!(
+        deleted.deleted() > 0,
+        "the election keys were not where expected"
+    );
+    tokio::time::timeout(ttl * 2, leadership.lost())
+        .await
+        .expect("the leader did not notice it lost");
+    assert!(!leadership.is_leader());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_election_input_is_refused() {
+    let url = shared_etcd_url().await;
+    let locks = EtcdLock::connect(&url).await.expect("connect");
+    assert!(
+        EtcdElection::new(&locks, "")
+            .expect_err("empty name")
+            .is_invalid_input()
+    );
+    let election = EtcdElection::new(&locks, &name("ttl")).expect("name");
+    let err = election
+        .campaign("a", Duration::from_secs(1))
+        .await
+        .expect_err("1 s TTL");
+    assert!(err.is_invalid_input(), "{err}");
+}
