@@ -7,6 +7,7 @@
 //! cargo bench --bench harness -- --quick               # shorter runs
 //! cargo bench --bench harness --features redis -- --redis            # starts a test container
 //! cargo bench --bench harness --features redis -- --redis redis://127.0.0.1:6379
+//! cargo bench --bench harness --features etcd -- --etcd              # starts a test container
 //! cargo bench --bench harness -- --profile-uncontended # one memory loop, for perf
 //! ```
 
@@ -14,6 +15,8 @@ use std::{sync::Arc, time::Duration};
 
 use dlock::{DynLock, MemoryLock};
 
+#[cfg(feature = "etcd")]
+mod etcd;
 mod measure;
 mod memory;
 #[cfg(feature = "redis")]
@@ -56,21 +59,44 @@ fn main() {
         });
         return;
     }
-    if let Some(at) = args.iter().position(|a| a == "--redis") {
-        #[cfg(feature = "redis")]
-        {
-            let url = args.get(at + 1).filter(|u| u.starts_with("redis")).cloned();
-            runtime.block_on(redis::report(&config, url));
-        }
-        #[cfg(not(feature = "redis"))]
-        {
-            let _ = at;
-            eprintln!(
-                "--redis needs the `redis` feature: cargo bench --bench harness --features redis -- --redis"
-            );
-            std::process::exit(2);
-        }
+    // A URL after the flag, or none: then the harness starts a test container.
+    let url_after = |flag: &str, scheme: &str| {
+        let at = args.iter().position(|a| a == flag)?;
+        Some(args.get(at + 1).filter(|u| u.starts_with(scheme)).cloned())
+    };
+    if let Some(url) = url_after("--etcd", "etcd") {
+        run_etcd(&runtime, &config, url);
+        return;
+    }
+    if let Some(url) = url_after("--redis", "redis") {
+        run_redis(&runtime, &config, url);
         return;
     }
     runtime.block_on(memory::report(&config));
+}
+
+#[cfg(feature = "etcd")]
+fn run_etcd(runtime: &tokio::runtime::Runtime, config: &Config, url: Option<String>) {
+    runtime.block_on(etcd::report(config, url));
+}
+
+#[cfg(not(feature = "etcd"))]
+fn run_etcd(_: &tokio::runtime::Runtime, _: &Config, _: Option<String>) {
+    eprintln!(
+        "--etcd needs the `etcd` feature: cargo bench --bench harness --features etcd -- --etcd"
+    );
+    std::process::exit(2);
+}
+
+#[cfg(feature = "redis")]
+fn run_redis(runtime: &tokio::runtime::Runtime, config: &Config, url: Option<String>) {
+    runtime.block_on(redis::report(config, url));
+}
+
+#[cfg(not(feature = "redis"))]
+fn run_redis(_: &tokio::runtime::Runtime, _: &Config, _: Option<String>) {
+    eprintln!(
+        "--redis needs the `redis` feature: cargo bench --bench harness --features redis -- --redis"
+    );
+    std::process::exit(2);
 }

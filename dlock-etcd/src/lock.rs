@@ -13,7 +13,7 @@ use dlock_core::{
 };
 use etcd_client::{
     Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, SortOrder, SortTarget,
-    Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Txn, TxnOp, TxnOpResponse,
 };
 
 use crate::{
@@ -227,7 +227,7 @@ impl EtcdLock {
         key: &LockKey,
         owner: &OwnerId,
         ttl: Duration,
-    ) -> Result<(Place, Option<Vec<u8>>, i64), Error> {
+    ) -> Result<(Place, Option<Vec<u8>>), Error> {
         let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         let lease = self
             .inner
@@ -258,7 +258,7 @@ impl EtcdLock {
         let revision = kvs.first().map(|kv| kv.create_revision()).unwrap_or(header);
         let place = Place { lease, revision };
         self.places().insert(*owner, place);
-        Ok((place, kvs.get(1).map(|kv| kv.key().to_vec()), header))
+        Ok((place, kvs.get(1).map(|kv| kv.key().to_vec())))
     }
 
     /// Later attempts: refresh our lease, check our key is still there, and find our
@@ -268,13 +268,10 @@ impl EtcdLock {
         key: &LockKey,
         owner: &OwnerId,
         place: Place,
-    ) -> Result<(Option<Vec<u8>>, i64), Error> {
+    ) -> Result<Option<Vec<u8>>, Error> {
         let gone = || Error::LeaseLost {
             key: key.to_string(),
         };
-        if !self.refresh(place.lease).await? {
-            return Err(gone());
-        }
         let before_us = GetOptions::new()
             .with_prefix()
             .with_max_create_revision(place.revision - 1)
@@ -288,32 +285,35 @@ impl EtcdLock {
                 place.revision,
             )])
             .and_then([TxnOp::get(self.inner.layout.dir(key), Some(before_us))]);
-        let response = self.txn(txn).await?;
-        if !response.succeeded() {
+        // Both at once: the refresh restarts our lease's countdown (validity is
+        // measured from before it), the transaction checks our place and finds our
+        // predecessor. Each needs the other to succeed.
+        let (refreshed, response) = tokio::try_join!(self.refresh(place.lease), self.txn(txn))?;
+        if !refreshed || !response.succeeded() {
             return Err(gone());
         }
-        let header = response.header().map(|h| h.revision()).unwrap_or_default();
         let predecessor = match response.op_responses().into_iter().next() {
             Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| kv.key().to_vec()),
             _ => None,
         };
-        Ok((predecessor, header))
+        Ok(predecessor)
     }
 
-    /// Resolves when `predecessor` is deleted after `revision` (or the watch ends).
-    async fn watch_deletion(
-        &self,
-        predecessor: Vec<u8>,
-        revision: i64,
-    ) -> Result<WakeSignal, Error> {
-        let options = WatchOptions::new().with_start_revision(revision + 1);
+    /// Resolves when `predecessor` is deleted (or the watch ends).
+    async fn watch_deletion(&self, predecessor: Vec<u8>) -> Result<WakeSignal, Error> {
+        // Watch from now rather than from the revision we read at: etcd catches up a
+        // watch that starts in the past only every 100 ms, which a busy key would
+        // pay on every handoff. A deletion between our read and this watch is caught
+        // by looking once more after the watch exists.
+        let key = predecessor.clone();
         let mut stream = self
             .inner
             .endpoints
-            .call(
-                |mut c| async move { c.watch(predecessor, Some(options)).await.map_err(from_etcd) },
-            )
+            .call(|mut c| async move { c.watch(key, None).await.map_err(from_etcd) })
             .await?;
+        if !self.exists(predecessor).await? {
+            return Ok(Box::pin(async {}));
+        }
         Ok(Box::pin(async move {
             while let Ok(Some(answer)) = stream.message().await {
                 if answer.canceled()
@@ -372,10 +372,9 @@ impl Lock for EtcdLock {
 
     async fn attempt(&self, req: AttemptRequest<'_>) -> Result<Attempt, Error> {
         let known = self.places().get(req.owner).copied();
-        let (place, predecessor, revision) = match known {
+        let (place, predecessor) = match known {
             Some(place) if place.revision > 0 => {
-                let (predecessor, revision) = self.look_again(req.key, req.owner, place).await?;
-                (place, predecessor, revision)
+                (place, self.look_again(req.key, req.owner, place).await?)
             }
             // A lease but no key yet: the first attempt's outcome was lost. Start over.
             Some(place) => {
@@ -399,7 +398,7 @@ impl Lock for EtcdLock {
             });
         }
         Ok(Attempt::Busy {
-            wake: Some(self.watch_deletion(predecessor, revision).await?),
+            wake: Some(self.watch_deletion(predecessor).await?),
             // Look again (refreshing our own lease, to keep our place) well within the TTL.
             retry_after: Some(req.ttl / 3),
         })

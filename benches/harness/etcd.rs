@@ -1,0 +1,162 @@
+//! The etcd backend against raw etcd-client requests.
+
+use std::sync::Arc;
+
+use dlock::{DynLock, EtcdLock};
+use etcd_client::{Client, Compare, CompareOp, LockOptions, PutOptions, Txn, TxnOp};
+
+use crate::measure::*;
+
+/// The floors: etcd's own Lock RPC on one shared lease plus Unlock (two raft
+/// commits), and a lease per lock: grant, a create-if-absent transaction, revoke
+/// (three commits, as dlock-etcd's acquire and release).
+struct Floor {
+    client: Client,
+    shared_lease: i64,
+}
+
+impl Floor {
+    async fn lock_unlock(&self, name: &str) {
+        let mut c = self.client.clone();
+        let locked = c
+            .lock(name, Some(LockOptions::new().with_lease(self.shared_lease)))
+            .await
+            .expect("Lock");
+        c.unlock(locked.key()).await.expect("Unlock");
+    }
+
+    async fn grant_txn_revoke(&self, key: &str) {
+        let mut c = self.client.clone();
+        let lease = c.lease_grant(30, None).await.expect("grant").id();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                "",
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        assert!(
+            c.txn(txn).await.expect("txn").succeeded(),
+            "floor key {key} was held"
+        );
+        c.lease_revoke(lease).await.expect("revoke");
+    }
+
+    /// One raft commit: the unit of the handoff target.
+    async fn write(&self, key: &str) {
+        self.client.clone().put(key, "v", None).await.expect("put");
+    }
+}
+
+pub(crate) async fn report(config: &Config, url: Option<String>) {
+    let _server;
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let server = dlock_testkit::start_etcd().await;
+            let url = format!("etcd://127.0.0.1:{}", server.port());
+            _server = server;
+            url
+        }
+    };
+    let lock: DynLock = Arc::new(EtcdLock::connect(&url).await.expect("connect"));
+    let mut client = Client::connect([url.replace("etcd://", "http://")], None)
+        .await
+        .expect("connect");
+    let shared_lease = client.lease_grant(600, None).await.expect("grant").id();
+    let floor = Arc::new(Floor {
+        client,
+        shared_lease,
+    });
+    let n = config.iterations / 100;
+    println!("dlock bench harness — backend: etcd ({url}), 2 worker threads\n");
+
+    let (mut lock_unlock, mut per_lock, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..config.rounds {
+        lock_unlock.push(rate(n, || floor.lock_unlock("bench/raw-lock")).await);
+        per_lock.push(rate(n, || floor.grant_txn_revoke("bench/raw-lease")).await);
+        ours.push(rate(n, || acquire_release(&lock, "bench:uncontended")).await);
+    }
+    let lock_unlock = median(&mut lock_unlock);
+    let per_lock = median(&mut per_lock);
+    let ours = median(&mut ours);
+    let write_lat = latencies(n, || floor.write("bench/raw-write")).await;
+    let per_lock_lat = latencies(n, || floor.grant_txn_revoke("bench/raw-lease-lat")).await;
+    let ours_lat = latencies(n, || acquire_release(&lock, "bench:lat")).await;
+
+    println!(
+        "{:<44} {:>14} {:>10} {:>10} {:>8}",
+        "scenario", "rate (ops/s)", "p50", "p99", "ratio"
+    );
+    row("floor: one write (put)", 0.0, Some(&write_lat), None);
+    row(
+        "floor 1: Lock RPC (shared lease) + Unlock",
+        lock_unlock,
+        None,
+        None,
+    );
+    row(
+        "floor 2: lease grant + txn + revoke",
+        per_lock,
+        Some(&per_lock_lat),
+        None,
+    );
+    row(
+        "uncontended acquire+release (lease per lock)",
+        ours,
+        Some(&ours_lat),
+        Some(ours / per_lock),
+    );
+    println!("{:<44} vs floor 1: {:.2}x", "", ours / lock_unlock);
+
+    let floor64 = many_tasks(64, config.window, {
+        let floor = floor.clone();
+        move |task| {
+            let floor = floor.clone();
+            async move {
+                floor
+                    .grant_txn_revoke(&format!("bench/raw-lease/{task}"))
+                    .await
+            }
+        }
+    })
+    .await;
+    let lock64 = many_tasks(64, config.window, {
+        let lock = lock.clone();
+        move |task| {
+            let lock = lock.clone();
+            async move { acquire_release(&lock, &format!("bench:distinct:{task}")).await }
+        }
+    })
+    .await;
+    row("floor 2: 64 tasks, distinct keys", floor64.rate, None, None);
+    row(
+        "64 tasks, distinct keys",
+        lock64.rate,
+        None,
+        Some(lock64.rate / floor64.rate),
+    );
+
+    let one_key = contended(&lock, 8, config.window * 2).await;
+    row(
+        "8 tasks, one key (FIFO)",
+        one_key.rate,
+        Some(&one_key.waits),
+        Some(one_key.rate / ours),
+    );
+    println!(
+        "{:<44} busiest/least busy task = {} / {} = {:.2}x",
+        "  fairness",
+        one_key.max,
+        one_key.min,
+        one_key.max as f64 / one_key.min.max(1) as f64
+    );
+    let handoff = handoff(&lock, 100).await;
+    row("handoff through the watch", 0.0, Some(&handoff), None);
+    println!(
+        "{:<44} handoff p50 / one write p50 = {:.1}x",
+        "",
+        percentile(&handoff, 0.5).as_secs_f64() / percentile(&write_lat, 0.5).as_secs_f64()
+    );
+    println!("\ntargets: lease per lock >= 0.9x floor 2; handoff p50 <= 2x one write.");
+}
