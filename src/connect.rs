@@ -8,7 +8,7 @@ use dlock_core::{DynLock, Error, InvalidInput, redact_url};
 /// |---|---|---|
 /// | `memory://` or `memory://NAME` | in-process table, shared by every `connect` to the same name in this process | `memory` (default) |
 /// | `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS) | one Redis server | `redis` |
-/// | `etcd://[user:password@]host:port[,host:port...][/prefix/]` | an etcd cluster | `etcd` |
+/// | `etcd://[user:password@]host:port[,host:port...][/prefix/]`, `etcds://...` (TLS) | an etcd cluster | `etcd` |
 ///
 /// An unknown scheme, or one whose feature is not enabled, is an
 /// [`InvalidInput::Url`] error; the URL in the error never shows a password.
@@ -48,11 +48,11 @@ pub async fn connect(url: &str) -> Result<DynLock, Error> {
             "the `redis` feature of dlock-rs is not enabled",
         )),
         #[cfg(feature = "etcd")]
-        "etcd" => Ok(std::sync::Arc::new(
+        "etcd" | "etcds" => Ok(std::sync::Arc::new(
             dlock_etcd::EtcdLock::connect(url).await?,
         )),
         #[cfg(not(feature = "etcd"))]
-        "etcd" => Err(bad_url(
+        "etcd" | "etcds" => Err(bad_url(
             url,
             "the `etcd` feature of dlock-rs is not enabled",
         )),

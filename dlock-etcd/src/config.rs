@@ -23,6 +23,7 @@ pub struct EtcdConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) operation_timeout: Duration,
     pub(crate) keep_alive_interval: Duration,
+    pub(crate) tls_ca_pem: Option<Vec<u8>>,
 }
 
 /// Builds an [`EtcdConfig`]; every setting but the endpoints has a default.
@@ -34,13 +35,15 @@ pub struct EtcdConfigBuilder {
     connect_timeout: Option<Duration>,
     operation_timeout: Option<Duration>,
     keep_alive_interval: Option<Duration>,
+    tls_ca_pem: Option<Vec<u8>>,
 }
 
 /// Where locks live unless a prefix is given: versioned, so a later layout can coexist.
 pub const DEFAULT_PREFIX: &str = "dlock/v1/";
 
 impl EtcdConfig {
-    /// `etcd://[user:password@]host:port[,host:port...][/prefix/]`.
+    /// `etcd://[user:password@]host:port[,host:port...][/prefix/]`, or `etcds://...`
+    /// for TLS with the system's roots (use the builder to trust a private CA).
     pub fn from_url(url: &str) -> Result<Self, Error> {
         let bad = |reason: &str| {
             Error::InvalidInput(InvalidInput::Url {
@@ -48,9 +51,15 @@ impl EtcdConfig {
                 reason: reason.to_owned(),
             })
         };
-        let rest = url
-            .strip_prefix("etcd://")
-            .ok_or_else(|| bad("expected etcd://host:port[,host:port...][/prefix/]"))?;
+        let (scheme, rest) = match (url.strip_prefix("etcd://"), url.strip_prefix("etcds://")) {
+            (Some(rest), _) => ("http", rest),
+            (_, Some(rest)) => ("https", rest),
+            _ => {
+                return Err(bad(
+                    "expected etcd://host:port[,host:port...][/prefix/] or etcds://...",
+                ));
+            }
+        };
         let (authority, path) = match rest.split_once('/') {
             Some((authority, path)) => (authority, Some(path)),
             None => (rest, None),
@@ -73,7 +82,7 @@ impl EtcdConfig {
             if !valid_port {
                 return Err(bad(&format!("`{host}` is not host:port")));
             }
-            builder = builder.endpoint(format!("http://{host}"));
+            builder = builder.endpoint(format!("{scheme}://{host}"));
         }
         if let Some(path) = path.filter(|p| !p.is_empty()) {
             builder = builder.prefix(path);
@@ -131,6 +140,13 @@ impl EtcdConfigBuilder {
     /// The gRPC keep-alive ping interval on the connection (default 10 s).
     pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
         self.keep_alive_interval = Some(interval);
+        self
+    }
+
+    /// Trust this CA certificate (PEM) for `https://` endpoints instead of the
+    /// system's roots.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca_pem = Some(pem.into());
         self
     }
 
@@ -193,6 +209,7 @@ impl EtcdConfigBuilder {
                 self.keep_alive_interval,
                 Duration::from_secs(10),
             )?,
+            tls_ca_pem: self.tls_ca_pem,
         })
     }
 }
@@ -206,6 +223,7 @@ impl fmt::Debug for EtcdConfig {
             .field("prefix", &self.prefix)
             .field("connect_timeout", &self.connect_timeout)
             .field("operation_timeout", &self.operation_timeout)
+            .field("tls_ca", &self.tls_ca_pem.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -261,6 +279,13 @@ mod tests {
         );
         assert_eq!(config.prefix(), "app/locks/");
         assert!(!format!("{config:?}").contains("pw"));
+        let tls = EtcdConfig::from_url("etcds://127.0.0.1:2379").expect("valid");
+        assert_eq!(tls.endpoints(), ["https://127.0.0.1:2379"]);
+        let mixed = EtcdConfig::builder()
+            .endpoint("http://127.0.0.1:2379")
+            .endpoint("https://127.0.0.1:2380")
+            .build();
+        assert!(mixed.expect_err("mixed schemes").is_invalid_input());
         let err = EtcdConfig::from_url("etcd://u:pw@127.0.0.1:x").expect_err("bad port");
         assert!(!err.to_string().contains("pw@"), "{err}");
     }

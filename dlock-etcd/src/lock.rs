@@ -76,6 +76,14 @@ impl EtcdLock {
         if let Some((name, password)) = &config.user {
             options = options.with_user(name, password);
         }
+        if config.endpoints.iter().any(|e| e.starts_with("https://")) {
+            let mut tls = etcd_client::TlsOptions::new().with_enabled_roots();
+            if let Some(pem) = &config.tls_ca_pem {
+                tls = etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(pem));
+            }
+            options = options.with_tls(tls);
+        }
         let endpoints = Endpoints::new(config.endpoints.clone(), options);
         // Connecting is lazy: one read under the prefix proves an endpoint answers and
         // the credentials are good (a status request needs no credentials).

@@ -15,19 +15,33 @@ pub fn etcd_image() -> GenericImage {
     image("DLOCK_ETCD_IMAGE", "gcr.io/etcd-development/etcd:v3.5.17")
 }
 
-fn request() -> ContainerRequest<GenericImage> {
+fn request(tls: bool) -> ContainerRequest<GenericImage> {
     // The bare server listens on localhost only: listen on every address.
-    let cmd = [
+    let scheme = if tls { "https" } else { "http" };
+    let mut cmd: Vec<String> = [
         "etcd",
         "--name",
         "n0",
         "--data-dir",
         "/tmp/etcd",
         "--listen-client-urls",
-        "http://0.0.0.0:2379",
+        &format!("{scheme}://0.0.0.0:2379"),
         "--advertise-client-urls",
-        "http://127.0.0.1:2379",
-    ];
+        &format!("{scheme}://127.0.0.1:2379"),
+    ]
+    .map(String::from)
+    .to_vec();
+    if tls {
+        cmd.extend(
+            [
+                "--cert-file",
+                "/tls/server.pem",
+                "--key-file",
+                "/tls/server.key",
+            ]
+            .map(String::from),
+        );
+    }
     etcd_image()
         .with_exposed_port(PORT.tcp())
         .with_wait_for(WaitFor::message_on_stderr("ready to serve client requests"))
@@ -40,7 +54,7 @@ pub async fn shared_etcd_url() -> String {
     let port = PORT_OF_SHARED
         .get_or_init(|| async {
             let name = format!("dlock-test-etcd-{}", run_id());
-            shared(&name, request(), PORT).await
+            shared(&name, request(false), PORT).await
         })
         .await;
     format!("etcd://127.0.0.1:{port}")
@@ -49,5 +63,14 @@ pub async fn shared_etcd_url() -> String {
 /// A single-node etcd for one test (one it may reconfigure, pause or stop); removed
 /// when dropped.
 pub async fn start_etcd() -> Server {
-    Server::start(request(), PORT).await
+    Server::start(request(false), PORT).await
+}
+
+/// A single-node etcd serving clients over TLS with `server.pem` and `server.key`
+/// from the host directory `certs`.
+pub async fn start_etcd_tls(certs: &std::path::Path) -> Server {
+    let mount =
+        testcontainers::core::Mount::bind_mount(certs.to_string_lossy().into_owned(), "/tls")
+            .with_access_mode(testcontainers::core::AccessMode::ReadOnly);
+    Server::start(request(true).with_mount(mount), PORT).await
 }
