@@ -95,7 +95,7 @@ impl EtcdConfig {
         EtcdConfigBuilder::default()
     }
 
-    /// The endpoints, as `http://host:port`.
+    /// The endpoints, as `http://host:port` (or `https://` for TLS).
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }
@@ -171,6 +171,17 @@ impl EtcdConfigBuilder {
                     &format!("`{e}` is not http://host:port"),
                 ));
             }
+        }
+        let tls = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        if tls != 0 && tls != self.endpoints.len() {
+            return Err(invalid(
+                "endpoints",
+                "mix of http:// and https:// endpoints",
+            ));
         }
         let mut prefix = self.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
         if prefix.is_empty() {
