@@ -215,7 +215,7 @@ async fn wait_for_grant(
         cleanup.armed = true;
         let attempt = bounded("acquire", op_timeout, lock.attempt(request)).await;
         let pause = match attempt {
-            Ok(Attempt::Acquired { fence }) => {
+            Ok(Attempt::Acquired { fence, valid_from }) => {
                 cleanup.armed = false;
                 if contended {
                     metrics::acquire_wait(
@@ -225,7 +225,9 @@ async fn wait_for_grant(
                             .as_secs_f64(),
                     );
                 }
-                return Ok(Some((cleanup.owner, fence, sent)));
+                // Validity counts from the earlier of the two: never past the server's.
+                let counted_from = valid_from.map_or(sent, |from| from.min(sent));
+                return Ok(Some((cleanup.owner, fence, counted_from)));
             }
             Ok(Attempt::Busy { .. }) if !queue => {
                 cleanup.armed = false;

@@ -37,6 +37,10 @@ pub enum Attempt {
     Acquired {
         /// The token issued in the same atomic step as the acquisition.
         fence: FenceToken,
+        /// When the server's countdown for this grant started, if before the attempt
+        /// was sent (a lease granted or refreshed by an earlier request of the same
+        /// acquisition). `None`: at the send time, as usual.
+        valid_from: Option<BootInstant>,
     },
     /// Another holder has the key.
     Busy {
@@ -51,9 +55,11 @@ pub enum Attempt {
 impl std::fmt::Debug for Attempt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Attempt::Acquired { fence } => {
-                f.debug_struct("Acquired").field("fence", fence).finish()
-            }
+            Attempt::Acquired { fence, valid_from } => f
+                .debug_struct("Acquired")
+                .field("fence", fence)
+                .field("valid_from", valid_from)
+                .finish(),
             Attempt::Busy { wake, retry_after } => f
                 .debug_struct("Busy")
                 .field("wake", &wake.is_some())

@@ -8,8 +8,8 @@ use std::{
 
 use async_trait::async_trait;
 use dlock_core::{
-    Attempt, AttemptRequest, Capabilities, Error, ExpiryScope, FenceToken, Lease, Lock, LockKey,
-    MAX_REPRESENTABLE_TTL, OwnerId, WakeSignal,
+    Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceToken, Lease,
+    Lock, LockKey, MAX_REPRESENTABLE_TTL, OwnerId, WakeSignal,
 };
 use etcd_client::{
     Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, SortOrder, SortTarget,
@@ -46,6 +46,11 @@ struct Place {
     lease: i64,
     /// The key's create revision: its place in line, and the fencing token once granted.
     revision: i64,
+    /// When the lease was last granted or refreshed (the request's send time): its
+    /// countdown on the server started no earlier.
+    refreshed: BootInstant,
+    /// The lease's TTL, fixed for its life.
+    ttl: Duration,
 }
 
 impl EtcdLock {
@@ -237,6 +242,7 @@ impl EtcdLock {
         ttl: Duration,
     ) -> Result<(Place, Option<Vec<u8>>), Error> {
         let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let granted = BootInstant::now();
         let lease = self
             .inner
             .endpoints
@@ -244,7 +250,15 @@ impl EtcdLock {
             .await?
             .id();
         // Known before the key exists, so a cleanup can revoke it whatever happens next.
-        self.places().insert(*owner, Place { lease, revision: 0 });
+        self.places().insert(
+            *owner,
+            Place {
+                lease,
+                revision: 0,
+                refreshed: granted,
+                ttl,
+            },
+        );
         let entry = self.inner.layout.entry(key, owner);
         let newest_two = GetOptions::new()
             .with_prefix()
@@ -264,7 +278,12 @@ impl EtcdLock {
             _ => return Err(Error::backend("etcd did not create the waiter key")),
         };
         let revision = kvs.first().map(|kv| kv.create_revision()).unwrap_or(header);
-        let place = Place { lease, revision };
+        let place = Place {
+            lease,
+            revision,
+            refreshed: granted,
+            ttl,
+        };
         self.places().insert(*owner, place);
         Ok((place, kvs.get(1).map(|kv| kv.key().to_vec())))
     }
@@ -275,8 +294,9 @@ impl EtcdLock {
         &self,
         key: &LockKey,
         owner: &OwnerId,
-        place: Place,
-    ) -> Result<Option<Vec<u8>>, Error> {
+        mut place: Place,
+        ttl: Duration,
+    ) -> Result<(Place, Option<Vec<u8>>), Error> {
         let gone = || Error::LeaseLost {
             key: key.to_string(),
         };
@@ -293,18 +313,33 @@ impl EtcdLock {
                 place.revision,
             )])
             .and_then([TxnOp::get(self.inner.layout.dir(key), Some(before_us))]);
-        // Both at once: the refresh restarts our lease's countdown (validity is
-        // measured from before it), the transaction checks our place and finds our
-        // predecessor. Each needs the other to succeed.
-        let (refreshed, response) = tokio::try_join!(self.refresh(place.lease), self.txn(txn))?;
-        if !refreshed || !response.succeeded() {
+        // A lease refreshed within the last third of its TTL keeps its countdown: a
+        // grant then reports validity from that refresh, and the handoff costs one
+        // read. Otherwise refresh (restarting the countdown, validity measured from
+        // before it) beside the read; each needs the other to succeed.
+        let fresh = BootInstant::now().saturating_duration_since(place.refreshed) < ttl / 3;
+        let response = if fresh {
+            self.txn(txn).await?
+        } else {
+            let sent = BootInstant::now();
+            let (refreshed, response) = tokio::try_join!(self.refresh(place.lease), self.txn(txn))?;
+            if !refreshed {
+                return Err(gone());
+            }
+            place.refreshed = sent;
+            if let Some(known) = self.places().get_mut(owner) {
+                known.refreshed = sent;
+            }
+            response
+        };
+        if !response.succeeded() {
             return Err(gone());
         }
         let predecessor = match response.op_responses().into_iter().next() {
             Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| kv.key().to_vec()),
             _ => None,
         };
-        Ok(predecessor)
+        Ok((place, predecessor))
     }
 
     /// Resolves when `predecessor` is deleted (or the watch ends).
@@ -382,7 +417,7 @@ impl Lock for EtcdLock {
         let known = self.places().get(req.owner).copied();
         let (place, predecessor) = match known {
             Some(place) if place.revision > 0 => {
-                (place, self.look_again(req.key, req.owner, place).await?)
+                self.look_again(req.key, req.owner, place, req.ttl).await?
             }
             // A lease but no key yet: the first attempt's outcome was lost. Start over.
             Some(place) => {
@@ -394,6 +429,7 @@ impl Lock for EtcdLock {
         let Some(predecessor) = predecessor else {
             return Ok(Attempt::Acquired {
                 fence: FenceToken(u64::try_from(place.revision).unwrap_or_default()),
+                valid_from: Some(place.refreshed),
             });
         };
         if !req.queue {
@@ -417,10 +453,23 @@ impl Lock for EtcdLock {
             key: key.to_string(),
         };
         let place = self.places().get(owner).copied().ok_or_else(lost)?;
-        // etcd keeps a lease's TTL for its life: a refresh restarts the same countdown.
-        let _ = ttl;
+        // etcd keeps a lease's TTL for its life: a refresh restarts the same countdown,
+        // so a longer TTL cannot be promised.
+        if ttl > place.ttl {
+            return Err(Error::InvalidInput(dlock_core::InvalidInput::Option {
+                name: "ttl",
+                reason: format!(
+                    "etcd cannot lengthen a lease: extend with at most the {:?} it was acquired with",
+                    place.ttl
+                ),
+            }));
+        }
+        let sent = BootInstant::now();
         if !self.refresh(place.lease).await? {
             return Err(lost());
+        }
+        if let Some(known) = self.places().get_mut(owner) {
+            known.refreshed = sent;
         }
         let entry = self.inner.layout.entry(key, owner);
         let response = self

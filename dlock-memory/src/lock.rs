@@ -112,7 +112,10 @@ impl Lock for MemoryLock {
             .table()
             .attempt(req.key, req.owner, req.ttl, req.queue, req.sent);
         Ok(match outcome {
-            Outcome::Granted(fence) => Attempt::Acquired { fence },
+            Outcome::Granted(fence) => Attempt::Acquired {
+                fence,
+                valid_from: None,
+            },
             Outcome::Busy { wake, retry_after } => Attempt::Busy {
                 wake: wake.map(|n| -> dlock_core::WakeSignal {
                     Box::pin(async move { n.notified().await })

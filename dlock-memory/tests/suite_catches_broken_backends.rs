@@ -35,9 +35,11 @@ impl Lock for Broken {
         Ok(match (self.fault, outcome) {
             (Fault::IgnoresHolder, Attempt::Busy { .. }) => Attempt::Acquired {
                 fence: FenceToken(u64::MAX),
+                valid_from: None,
             },
             (Fault::FlatTokens, Attempt::Acquired { .. }) => Attempt::Acquired {
                 fence: FenceToken(1),
+                valid_from: None,
             },
             (_, outcome) => outcome,
         })

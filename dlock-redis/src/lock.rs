@@ -233,6 +233,7 @@ impl Lock for RedisLock {
                 }
                 Ok(Attempt::Acquired {
                     fence: FenceToken(token),
+                    valid_from: None,
                 })
             }
             (Some(0), pttl) => Ok(Attempt::Busy {
