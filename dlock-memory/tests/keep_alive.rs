@@ -46,6 +46,9 @@ impl Lock for Unplugged {
     }
 }
 
+/// How late a timer may fire on a loaded 2-core machine.
+const LATE_MARGIN: Duration = Duration::from_millis(150);
+
 async fn lost_once_unplugged(hang: bool) {
     let lock = Unplugged {
         server: MemoryLock::new(),
@@ -71,7 +74,7 @@ async fn lost_once_unplugged(hang: bool) {
     );
     let late = fired.saturating_duration_since(until);
     assert!(
-        late <= Duration::from_millis(50),
+        late <= LATE_MARGIN,
         "lost() fired {late:?} after valid_until"
     );
     // Transient failures are retried: the loss is not declared long before validity ends.

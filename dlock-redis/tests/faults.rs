@@ -55,8 +55,9 @@ async fn restart_without_persistence_fires_lost_and_keeps_tokens_increasing() {
         .await
         .expect("lost() did not fire after the server restarted empty");
     let late = BootInstant::now().saturating_duration_since(lease.valid_until());
+    // Slack for a timer firing late on a loaded machine.
     assert!(
-        late <= Duration::from_millis(100),
+        late <= Duration::from_millis(150),
         "lost() fired {late:?} after valid_until"
     );
 

@@ -19,6 +19,9 @@ use crate::{
 
 /// Slack for "soon" on a loaded 2-core machine.
 const MARGIN: Duration = Duration::from_millis(250);
+/// How late a timer may fire on a loaded 2-core machine: the slack allowed when
+/// checking that `lost()` fires no later than `valid_until`.
+const LATE_MARGIN: Duration = Duration::from_millis(150);
 
 fn unique_key(case: &str) -> String {
     format!("dlock-conformance:{case}:{}", crate::OwnerId::random())
@@ -560,7 +563,7 @@ pub async fn lost_fires_when_key_is_deleted(h: &dyn Harness) -> Checked {
     // Once extension fails, valid_until stops growing; lost() must not fire after it.
     let late = fired.saturating_duration_since(lease.valid_until());
     assert!(
-        late <= Duration::from_millis(50),
+        late <= LATE_MARGIN,
         "lost() fired {late:?} after valid_until"
     );
     assert!(!lease.is_valid());
@@ -584,10 +587,7 @@ pub async fn lost_fires_at_valid_until_without_keep_alive(h: &dyn Harness) -> Ch
         until.saturating_duration_since(fired)
     );
     let late = fired.saturating_duration_since(until);
-    assert!(
-        late <= Duration::from_millis(100),
-        "lost() fired {late:?} late"
-    );
+    assert!(late <= LATE_MARGIN, "lost() fired {late:?} late");
     Ok(())
 }
 
