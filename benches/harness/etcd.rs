@@ -84,10 +84,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
     let per_lock_lat = latencies(n, || floor.grant_txn_revoke("bench/raw-lease-lat")).await;
     let ours_lat = latencies(n, || acquire_release(&lock, "bench:lat")).await;
 
-    println!(
-        "{:<44} {:>14} {:>10} {:>10} {:>8}",
-        "scenario", "rate (ops/s)", "p50", "p99", "ratio"
-    );
+    header();
     row("floor: one write (put)", 0.0, Some(&write_lat), None);
     row(
         "floor 1: Lock RPC (shared lease) + Unlock",
@@ -109,7 +106,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
     );
     println!("{:<44} vs floor 1: {:.2}x", "", ours / lock_unlock);
 
-    let floor64 = many_tasks(64, config.window, {
+    distinct_keys(&lock, config.window, "floor 2", {
         let floor = floor.clone();
         move |task| {
             let floor = floor.clone();
@@ -121,21 +118,6 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         }
     })
     .await;
-    let lock64 = many_tasks(64, config.window, {
-        let lock = lock.clone();
-        move |task| {
-            let lock = lock.clone();
-            async move { acquire_release(&lock, &format!("bench:distinct:{task}")).await }
-        }
-    })
-    .await;
-    row("floor 2: 64 tasks, distinct keys", floor64.rate, None, None);
-    row(
-        "64 tasks, distinct keys",
-        lock64.rate,
-        None,
-        Some(lock64.rate / floor64.rate),
-    );
 
     let one_key = contended(&lock, 8, config.window * 2).await;
     row(

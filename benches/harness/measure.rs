@@ -209,3 +209,45 @@ pub(crate) fn row(name: &str, rate: f64, lat: Option<&[Duration]>, ratio: Option
     let ratio = ratio.map_or("-".into(), |r| format!("{r:.2}x"));
     println!("{name:<44} {fmt_rate:>14} {p50:>10} {p99:>10} {ratio:>8}");
 }
+
+/// The table's header.
+pub(crate) fn header() {
+    println!(
+        "{:<44} {:>14} {:>10} {:>10} {:>8}",
+        "scenario", "rate (ops/s)", "p50", "p99", "ratio"
+    );
+}
+
+/// 64 tasks on distinct keys, first through `floor` (given the task's number),
+/// then through the lock; prints both rows and the ratio.
+pub(crate) async fn distinct_keys<F, Fut>(
+    lock: &DynLock,
+    window: Duration,
+    floor_name: &str,
+    floor: F,
+) where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let floor64 = many_tasks(64, window, floor).await;
+    let lock64 = many_tasks(64, window, {
+        let lock = lock.clone();
+        move |task| {
+            let lock = lock.clone();
+            async move { acquire_release(&lock, &format!("bench:distinct:{task}")).await }
+        }
+    })
+    .await;
+    row(
+        &format!("{floor_name}: 64 tasks, distinct keys"),
+        floor64.rate,
+        None,
+        None,
+    );
+    row(
+        "64 tasks, distinct keys",
+        lock64.rate,
+        None,
+        Some(lock64.rate / floor64.rate),
+    );
+}

@@ -55,10 +55,7 @@ pub(crate) async fn report(config: &Config) {
     })
     .await;
 
-    println!(
-        "{:<44} {:>14} {:>10} {:>10} {:>8}",
-        "scenario", "rate (ops/s)", "p50", "p99", "ratio"
-    );
+    header();
     row(
         "floor: mutex HashMap insert+remove",
         floor_rate,
@@ -73,7 +70,7 @@ pub(crate) async fn report(config: &Config) {
     );
 
     // Many tasks on distinct keys.
-    let floor64 = many_tasks(64, config.window, {
+    distinct_keys(&lock, config.window, "floor", {
         let floor = floor.clone();
         move |task| {
             let floor = floor.clone();
@@ -81,21 +78,6 @@ pub(crate) async fn report(config: &Config) {
         }
     })
     .await;
-    let lock64 = many_tasks(64, config.window, {
-        let lock = lock.clone();
-        move |task| {
-            let lock = lock.clone();
-            async move { acquire_release(&lock, &format!("bench:distinct:{task}")).await }
-        }
-    })
-    .await;
-    row("floor: 64 tasks, distinct keys", floor64.rate, None, None);
-    row(
-        "64 tasks, distinct keys",
-        lock64.rate,
-        None,
-        Some(lock64.rate / floor64.rate),
-    );
 
     // Eight tasks on one key: rate, wait and fairness.
     let one_key = contended(&lock, 8, config.window).await;

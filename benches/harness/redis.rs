@@ -83,10 +83,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
     let single_lat = latencies(n, || floor.single("bench:raw-lat")).await;
     let lock_lat = latencies(n, || acquire_release(&lock, "bench:lat")).await;
 
-    println!(
-        "{:<44} {:>14} {:>10} {:>10} {:>8}",
-        "scenario", "rate (ops/s)", "p50", "p99", "ratio"
-    );
+    header();
     row("floor: one command (GET)", 0.0, Some(&single_lat), None);
     row(
         "floor: SET NX PX + EVALSHA release",
@@ -101,7 +98,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         Some(lock_rate / floor_rate),
     );
 
-    let floor64 = many_tasks(64, config.window, {
+    distinct_keys(&lock, config.window, "floor", {
         let floor = floor.clone();
         move |task| {
             let floor = floor.clone();
@@ -109,21 +106,6 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         }
     })
     .await;
-    let lock64 = many_tasks(64, config.window, {
-        let lock = lock.clone();
-        move |task| {
-            let lock = lock.clone();
-            async move { acquire_release(&lock, &format!("bench:distinct:{task}")).await }
-        }
-    })
-    .await;
-    row("floor: 64 tasks, distinct keys", floor64.rate, None, None);
-    row(
-        "64 tasks, distinct keys",
-        lock64.rate,
-        None,
-        Some(lock64.rate / floor64.rate),
-    );
 
     let one_key = contended(&lock, 8, config.window * 2).await;
     row(

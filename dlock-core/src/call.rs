@@ -5,11 +5,12 @@ use std::{future::Future, pin::pin, task::Poll, time::Duration};
 use crate::Error;
 
 /// Runs one backend call with a timeout; on expiry the call is dropped and the
-/// result is [`Error::OperationTimeout`] (its outcome unknown).
+/// result is [`Error::OperationTimeout`] (its outcome unknown). The machinery bounds
+/// every backend call with it; backends use it for their own (connecting, say).
 ///
 /// A call that completes on its first poll (an in-process backend, always) never
 /// touches the timer: arming one costs more than such a call.
-pub(crate) async fn bounded<T>(
+pub async fn bounded<T>(
     operation: &'static str,
     limit: Duration,
     call: impl Future<Output = Result<T, Error>>,

@@ -25,6 +25,7 @@ pub mod conformance;
 
 pub use acquire::LockExt;
 pub use bulkheaded::Bulkheaded;
+pub use call::bounded;
 pub use capabilities::{Capabilities, ExpiryScope};
 pub use clock::BootInstant;
 pub use error::{BoxError, Error, InvalidInput};
@@ -32,6 +33,8 @@ pub use fence::{Admission, FenceGate, FenceSource, FenceToken};
 pub use key::{LockKey, MAX_KEY_LEN};
 pub use lease::{Lease, LeaseHandle};
 pub use lock::{Attempt, AttemptRequest, DynLock, Lock, WakeSignal};
-pub use options::{Acquire, DEFAULT_KEEP_ALIVE, MAX_REPRESENTABLE_TTL, Wait, validate_ttl};
+pub use options::{
+    Acquire, DEFAULT_KEEP_ALIVE, MAX_REPRESENTABLE_TTL, Wait, duration_setting, validate_ttl,
+};
 pub use owner::OwnerId;
 pub use url::redact_url;

@@ -152,3 +152,20 @@ pub fn validate_ttl(ttl: Duration, caps: &Capabilities) -> Result<(), InvalidInp
     }
     Ok(())
 }
+
+/// A backend setting's duration: `value`, or `default` when unset; zero is refused.
+/// For backends' configuration builders.
+pub fn duration_setting(
+    name: &'static str,
+    value: Option<Duration>,
+    default: Duration,
+) -> Result<Duration, InvalidInput> {
+    let value = value.unwrap_or(default);
+    if value.is_zero() {
+        return Err(InvalidInput::Option {
+            name,
+            reason: "must be more than zero".into(),
+        });
+    }
+    Ok(value)
+}

@@ -2,7 +2,7 @@
 
 use std::{fmt, time::Duration};
 
-use dlock_core::{Error, InvalidInput, redact_url};
+use dlock_core::{Error, InvalidInput, duration_setting, redact_url};
 
 /// How to reach etcd and where to keep locks there.
 ///
@@ -193,29 +193,21 @@ impl EtcdConfigBuilder {
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        let positive = |name: &'static str, v: Option<Duration>, default: Duration| {
-            let v = v.unwrap_or(default);
-            if v.is_zero() {
-                Err(invalid(name, "must be more than zero"))
-            } else {
-                Ok(v)
-            }
-        };
         Ok(EtcdConfig {
             endpoints: self.endpoints,
             user: self.user,
             prefix,
-            connect_timeout: positive(
+            connect_timeout: duration_setting(
                 "connect_timeout",
                 self.connect_timeout,
                 Duration::from_secs(5),
             )?,
-            operation_timeout: positive(
+            operation_timeout: duration_setting(
                 "operation_timeout",
                 self.operation_timeout,
                 Duration::from_secs(2),
             )?,
-            keep_alive_interval: positive(
+            keep_alive_interval: duration_setting(
                 "keep_alive_interval",
                 self.keep_alive_interval,
                 Duration::from_secs(10),

@@ -63,12 +63,7 @@ impl EtcdLock {
     /// answers, or if etcd refuses the credentials.
     pub async fn connect_with(config: EtcdConfig) -> Result<Self, Error> {
         let limit = config.connect_timeout;
-        tokio::time::timeout(limit, Self::open(config))
-            .await
-            .map_err(|_| Error::OperationTimeout {
-                operation: "connect",
-                after: limit,
-            })?
+        dlock_core::bounded("connect", limit, Self::open(config)).await
     }
 
     async fn open(config: EtcdConfig) -> Result<Self, Error> {

@@ -2,7 +2,7 @@
 
 use std::{fmt, time::Duration};
 
-use dlock_core::{Error, InvalidInput, redact_url};
+use dlock_core::{Error, InvalidInput, duration_setting, redact_url};
 use redis::{ConnectionInfo, IntoConnectionInfo};
 
 use crate::keys::KeyLayout;
@@ -173,25 +173,15 @@ impl RedisConfigBuilder {
             settings = settings.set_db(db);
         }
         info = info.set_redis_settings(settings);
-        let positive = |name: &'static str, value: Option<Duration>, default: Duration| {
-            let value = value.unwrap_or(default);
-            if value.is_zero() {
-                return Err(Error::InvalidInput(InvalidInput::Option {
-                    name,
-                    reason: "must be more than zero".into(),
-                }));
-            }
-            Ok(value)
-        };
         Ok(RedisConfig {
             layout: KeyLayout::new(&self.prefix)?,
             prefix: self.prefix,
-            connect_timeout: positive(
+            connect_timeout: duration_setting(
                 "connect_timeout",
                 self.connect_timeout,
                 DEFAULT_CONNECT_TIMEOUT,
             )?,
-            operation_timeout: positive(
+            operation_timeout: duration_setting(
                 "operation_timeout",
                 self.operation_timeout,
                 DEFAULT_OPERATION_TIMEOUT,

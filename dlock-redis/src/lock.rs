@@ -48,12 +48,7 @@ impl RedisLock {
     /// unreachable, refuses the credentials, or does not speak Redis.
     pub async fn connect_with(config: RedisConfig) -> Result<Self, Error> {
         let limit = config.connect_timeout;
-        tokio::time::timeout(limit, Self::open(config))
-            .await
-            .map_err(|_| Error::OperationTimeout {
-                operation: "connect",
-                after: limit,
-            })?
+        dlock_core::bounded("connect", limit, Self::open(config)).await
     }
 
     async fn open(config: RedisConfig) -> Result<Self, Error> {
