@@ -106,7 +106,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
     );
     println!("{:<44} vs floor 1: {:.2}x", "", ours / lock_unlock);
 
-    distinct_keys(&lock, config.window, "floor 2", {
+    distinct_keys(&lock, config.window, config.rounds, "floor 2", {
         let floor = floor.clone();
         move |task| {
             let floor = floor.clone();

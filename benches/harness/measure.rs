@@ -218,36 +218,42 @@ pub(crate) fn header() {
     );
 }
 
-/// 64 tasks on distinct keys, first through `floor` (given the task's number),
-/// then through the lock; prints both rows and the ratio.
+/// 64 tasks on distinct keys, through `floor` (given the task's number) and through
+/// the lock, interleaved over `rounds`; prints the medians and their ratio.
 pub(crate) async fn distinct_keys<F, Fut>(
     lock: &DynLock,
     window: Duration,
+    rounds: usize,
     floor_name: &str,
     floor: F,
 ) where
     F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let floor64 = many_tasks(64, window, floor).await;
-    let lock64 = many_tasks(64, window, {
-        let lock = lock.clone();
-        move |task| {
+    let (mut floor_rates, mut lock_rates) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        floor_rates.push(many_tasks(64, window, floor.clone()).await.rate);
+        let lock64 = many_tasks(64, window, {
             let lock = lock.clone();
-            async move { acquire_release(&lock, &format!("bench:distinct:{task}")).await }
-        }
-    })
-    .await;
+            move |task| {
+                let lock = lock.clone();
+                async move { acquire_release(&lock, &format!("bench:distinct:{task}")).await }
+            }
+        })
+        .await;
+        lock_rates.push(lock64.rate);
+    }
+    let (floor_rate, lock_rate) = (median(&mut floor_rates), median(&mut lock_rates));
     row(
         &format!("{floor_name}: 64 tasks, distinct keys"),
-        floor64.rate,
+        floor_rate,
         None,
         None,
     );
     row(
         "64 tasks, distinct keys",
-        lock64.rate,
+        lock_rate,
         None,
-        Some(lock64.rate / floor64.rate),
+        Some(lock_rate / floor_rate),
     );
 }

@@ -70,7 +70,7 @@ pub(crate) async fn report(config: &Config) {
     );
 
     // Many tasks on distinct keys.
-    distinct_keys(&lock, config.window, "floor", {
+    distinct_keys(&lock, config.window, config.rounds, "floor", {
         let floor = floor.clone();
         move |task| {
             let floor = floor.clone();

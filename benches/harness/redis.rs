@@ -98,7 +98,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         Some(lock_rate / floor_rate),
     );
 
-    distinct_keys(&lock, config.window, "floor", {
+    distinct_keys(&lock, config.window, config.rounds, "floor", {
         let floor = floor.clone();
         move |task| {
             let floor = floor.clone();
