@@ -165,8 +165,9 @@ pub enum InvalidInput {
         /// The backend's granularity.
         granularity: Duration,
     },
-    /// A keep-alive fraction outside the open interval (0, 1).
-    #[error("the keep-alive fraction {0} is outside (0, 1)")]
+    /// A keep-alive fraction outside the open interval (0, 1), or so close to 1 that
+    /// the first extension would come after the lease's validity (TTL less drift).
+    #[error("the keep-alive fraction {0} is outside (0, 1), or leaves no time to extend")]
     KeepAliveFraction(f64),
     /// A wait limit of zero; use `try_acquire` (or `Wait::No`) to not wait.
     #[error("the wait limit is zero; use try_acquire to not wait")]

@@ -21,9 +21,12 @@ use crate::{
 /// What a lease and its keep-alive task share.
 struct LeaseState {
     backend: &'static str,
-    /// `valid_until` as nanoseconds on the lease clock; only grows, except to mark loss.
+    /// `valid_until` as nanoseconds on the lease clock.
     valid_until: AtomicU64,
     ttl_nanos: AtomicU64,
+    /// When the newest extension counted so far was sent: an older one finishing later
+    /// (keep-alive racing a manual `extend_with`) must not overwrite it.
+    newest_extension: std::sync::Mutex<BootInstant>,
     lost: AtomicBool,
     changed: Notify,
 }
@@ -37,13 +40,25 @@ impl LeaseState {
         Duration::from_nanos(self.ttl_nanos.load(Ordering::Relaxed))
     }
 
-    fn extended(&self, valid_until: BootInstant, ttl: Duration) {
+    /// Records an extension sent at `sent`. The newest extension wins, even when it
+    /// shortens the lease (`extend_with` a smaller TTL): the server now expires the
+    /// key at that earlier time.
+    fn extended(&self, sent: BootInstant, valid_until: BootInstant, ttl: Duration) {
+        let mut newest = self
+            .newest_extension
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if sent < *newest {
+            return;
+        }
+        *newest = sent;
         self.ttl_nanos.store(
             u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
         self.valid_until
-            .fetch_max(valid_until.as_nanos(), Ordering::AcqRel);
+            .store(valid_until.as_nanos(), Ordering::Release);
+        drop(newest);
         self.changed.notify_waiters();
     }
 
@@ -142,6 +157,7 @@ impl Lease {
             backend: caps.name,
             valid_until: AtomicU64::new(sent.saturating_add(ttl).saturating_sub(drift).as_nanos()),
             ttl_nanos: AtomicU64::new(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
+            newest_extension: std::sync::Mutex::new(sent),
             lost: AtomicBool::new(false),
             changed: Notify::new(),
         });
@@ -258,8 +274,11 @@ impl Lease {
         {
             Ok(()) => {
                 self.drift = self.lock.capabilities().drift(ttl);
-                self.state
-                    .extended(sent.saturating_add(ttl).saturating_sub(self.drift), ttl);
+                self.state.extended(
+                    sent,
+                    sent.saturating_add(ttl).saturating_sub(self.drift),
+                    ttl,
+                );
                 Ok(())
             }
             Err(e) => {
@@ -405,6 +424,15 @@ struct KeepAlive {
     last_extended: BootInstant,
 }
 
+/// How long keep-alive waits after a failed extension: a quarter of the validity
+/// left, at least 5 ms so it does not spin, but never longer than its usual period
+/// (which, for TTLs of a few milliseconds, is shorter than 5 ms).
+fn retry_pause(left: Duration, ttl: Duration, fraction: f64) -> Duration {
+    (left / 4)
+        .max(Duration::from_millis(5))
+        .min(ttl.mul_f64(fraction))
+}
+
 /// Extends the lease each time `fraction` of its TTL has passed. A failed extension
 /// is retried sooner, and every call is bounded by the validity left, so the lease
 /// is marked lost no later than `valid_until` once extension stops succeeding.
@@ -428,7 +456,7 @@ async fn keep_alive_task(mut ka: KeepAlive) {
                 let valid_until = sent
                     .saturating_add(ttl)
                     .saturating_sub(ka.drift_of.drift(ttl));
-                ka.state.extended(valid_until, ttl);
+                ka.state.extended(sent, valid_until, ttl);
                 ka.last_extended = sent;
                 next = sent.saturating_add(ttl.mul_f64(ka.fraction));
             }
@@ -442,9 +470,29 @@ async fn keep_alive_task(mut ka: KeepAlive) {
                 tracing::warn!(key = %ka.key, %error, "keep-alive extension failed; retrying");
                 // Retry well before validity runs out, but do not spin.
                 let left = ka.state.valid_until().remaining();
-                let pause = (left / 4).clamp(Duration::from_millis(5), ttl.mul_f64(ka.fraction));
-                next = BootInstant::now().saturating_add(pause);
+                next = BootInstant::now().saturating_add(retry_pause(left, ttl, ka.fraction));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_pause_stays_within_the_period_even_for_tiny_ttls() {
+        let ms = Duration::from_millis;
+        // A 10 ms TTL at a third: the period (3.3 ms) is below the 5 ms floor.
+        assert_eq!(
+            retry_pause(ms(8), ms(10), 1.0 / 3.0),
+            ms(10).mul_f64(1.0 / 3.0)
+        );
+        assert_eq!(retry_pause(ms(400), ms(3000), 1.0 / 3.0), ms(100));
+        assert_eq!(retry_pause(ms(4), ms(3000), 1.0 / 3.0), ms(5));
+        assert_eq!(
+            retry_pause(Duration::ZERO, Duration::from_nanos(1), 0.5),
+            Duration::ZERO
+        );
     }
 }

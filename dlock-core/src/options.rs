@@ -110,10 +110,12 @@ impl Acquire {
     /// Checks every option against the backend's capabilities, before any I/O.
     pub fn validate(&self, caps: &Capabilities) -> Result<(), InvalidInput> {
         validate_ttl(self.ttl, caps)?;
-        if let KeepAlive::Every(f) = self.keep_alive
-            && !(f > 0.0 && f < 1.0)
-        {
-            return Err(InvalidInput::KeepAliveFraction(f));
+        if let KeepAlive::Every(f) = self.keep_alive {
+            // The first extension must come before validity (the TTL less drift) ends.
+            let usable = 1.0 - caps.drift(self.ttl).as_secs_f64() / self.ttl.as_secs_f64();
+            if !(f > 0.0 && f < 1.0 && f < usable) {
+                return Err(InvalidInput::KeepAliveFraction(f));
+            }
         }
         if self.wait == Wait::For(Duration::ZERO) {
             return Err(InvalidInput::ZeroWait);

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use dlock_core::{BootInstant, Error, FenceToken, LockKey, validate_ttl};
+use dlock_core::{BootInstant, Error, FenceToken, LockKey, clock, validate_ttl};
 use etcd_client::{LeaderKey, ProclaimOptions, ResignOptions};
 use tokio::{sync::Notify, task::JoinHandle};
 
@@ -55,12 +55,50 @@ struct LeaderState {
     changed: Notify,
     /// The leader key, once elected: its deletion also ends the leadership.
     key: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Until when the lease surely lives: the last refresh's send time plus the TTL,
+    /// less drift, on the lease clock (which counts suspended time).
+    valid_until: std::sync::Mutex<BootInstant>,
 }
 
 impl LeaderState {
     fn mark_lost(&self) {
         self.lost.store(true, Ordering::Release);
         self.changed.notify_waiters();
+    }
+
+    fn valid_until(&self) -> BootInstant {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn refreshed(&self, valid_until: BootInstant) {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = valid_until;
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire) || self.valid_until().has_passed()
+    }
+}
+
+/// While campaigning: stops the keep-alive and gives the lease back if the campaign
+/// ends without a leadership (an error, or the future dropped), so no ghost
+/// candidate, or ghost leader, outlives it.
+struct Campaigning {
+    lock: EtcdLock,
+    lease: i64,
+    keep_alive: Option<JoinHandle<()>>,
+}
+
+impl Drop for Campaigning {
+    fn drop(&mut self) {
+        if let Some(task) = self.keep_alive.take() {
+            task.abort();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (lock, lease) = (self.lock.clone(), self.lease);
+                runtime.spawn(async move {
+                    let _ = lock.revoke(lease).await;
+                });
+            }
+        }
     }
 }
 
@@ -82,8 +120,10 @@ impl EtcdElection {
         value: impl Into<Vec<u8>>,
         ttl: Duration,
     ) -> Result<Leadership, Error> {
-        validate_ttl(ttl, &dlock_core::Lock::capabilities(&self.lock))?;
+        let caps = dlock_core::Lock::capabilities(&self.lock);
+        validate_ttl(ttl, &caps)?;
         let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let sent = BootInstant::now();
         let lease = self
             .lock
             .endpoints()
@@ -94,14 +134,22 @@ impl EtcdElection {
             lost: AtomicBool::new(false),
             changed: Notify::new(),
             key: std::sync::Mutex::new(None),
+            valid_until: std::sync::Mutex::new(
+                sent.saturating_add(ttl).saturating_sub(caps.drift(ttl)),
+            ),
         });
         // Kept alive while campaigning too: the wait for leadership can outlast the TTL.
-        let keep_alive = tokio::spawn(keep_alive(
-            self.lock.clone(),
+        let mut campaigning = Campaigning {
+            lock: self.lock.clone(),
             lease,
-            ttl,
-            Arc::clone(&state),
-        ));
+            keep_alive: Some(tokio::spawn(keep_alive(
+                self.lock.clone(),
+                lease,
+                ttl,
+                caps.drift(ttl),
+                Arc::clone(&state),
+            ))),
+        };
         let (name, value) = (self.name.clone(), value.into());
         let campaign = self
             .lock
@@ -111,16 +159,15 @@ impl EtcdElection {
             elected = campaign => elected,
             () = wait_lost(Arc::clone(&state)) => Err(Error::LeaseLost { key: self.name.clone() }),
         };
-        let leader = match elected.map(|mut r| r.take_leader()) {
-            Ok(Some(leader)) => leader,
-            Ok(None) => Err(Error::backend("etcd elected no leader key"))?,
-            Err(e) => {
-                keep_alive.abort();
-                let _ = self.lock.revoke(lease).await;
-                return Err(e);
-            }
-        };
+        // On any error, dropping `campaigning` stops the keep-alive and revokes the lease.
+        let leader = elected?
+            .take_leader()
+            .ok_or_else(|| Error::backend("etcd elected no leader key"))?;
         *state.key.lock().unwrap_or_else(|p| p.into_inner()) = Some(leader.key().to_vec());
+        let keep_alive = campaigning
+            .keep_alive
+            .take()
+            .ok_or_else(|| Error::backend("the campaign's keep-alive is gone"))?;
         Ok(Leadership {
             lock: self.lock.clone(),
             leader,
@@ -193,9 +240,10 @@ impl Leadership {
         FenceToken(u64::try_from(self.leader.rev()).unwrap_or_default())
     }
 
-    /// Still the leader, as far as this client knows.
+    /// Still the leader, as far as this client knows: not resigned, not lost, and
+    /// within the lease's validity.
     pub fn is_leader(&self) -> bool {
-        !self.resigned && !self.state.lost.load(Ordering::Acquire)
+        !self.resigned && !self.state.is_lost()
     }
 
     /// Resolves when this client can no longer assume it leads: its lease could not
@@ -256,22 +304,34 @@ async fn wait_lost(state: Arc<LeaderState>) {
         let notified = state.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if state.lost.load(Ordering::Acquire) {
+        if state.is_lost() {
             return;
         }
-        notified.await;
+        tokio::select! {
+            () = notified => {}
+            () = clock::sleep_until(state.valid_until()) => {}
+        }
     }
 }
 
 /// Refreshes the lease every third of its TTL; declares the leadership lost when
-/// etcd no longer has the lease or the leader key, or no refresh succeeded for a
-/// whole TTL.
-async fn keep_alive(lock: EtcdLock, lease: i64, ttl: Duration, state: Arc<LeaderState>) {
-    let mut valid_until = BootInstant::now().saturating_add(ttl);
+/// etcd no longer has the lease or the leader key, or no refresh succeeded before
+/// the validity ran out. Sleeps on the lease clock, so a suspend is noticed.
+async fn keep_alive(
+    lock: EtcdLock,
+    lease: i64,
+    ttl: Duration,
+    drift: Duration,
+    state: Arc<LeaderState>,
+) {
+    let mut next = BootInstant::now().saturating_add(ttl / 3);
     loop {
-        tokio::time::sleep(ttl / 3).await;
+        clock::sleep_until(next.min(state.valid_until())).await;
+        if state.is_lost() {
+            break;
+        }
         let sent = BootInstant::now();
-        let left = valid_until.saturating_duration_since(sent);
+        let left = state.valid_until().saturating_duration_since(sent);
         let key = state.key.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let check = async {
             if !lock.refresh(lease).await? {
@@ -283,13 +343,16 @@ async fn keep_alive(lock: EtcdLock, lease: i64, ttl: Duration, state: Arc<Leader
             }
         };
         match tokio::time::timeout(left, check).await {
-            Ok(Ok(true)) => valid_until = sent.saturating_add(ttl),
+            Ok(Ok(true)) => {
+                state.refreshed(sent.saturating_add(ttl).saturating_sub(drift));
+                next = sent.saturating_add(ttl / 3);
+            }
             Ok(Ok(false)) => break,
-            Ok(Err(error)) => tracing::warn!(%error, "election keep-alive failed; retrying"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "election keep-alive failed; retrying");
+                next = BootInstant::now().saturating_add((left / 4).max(Duration::from_millis(50)));
+            }
             Err(_) => {}
-        }
-        if valid_until.has_passed() {
-            break;
         }
     }
     state.mark_lost();

@@ -38,7 +38,12 @@ struct Inner {
     config: EtcdConfig,
     /// Acquisitions this client has a key for: waiting in line or holding.
     places: Mutex<HashMap<OwnerId, Place>>,
+    /// The number of places at which expired ones are swept out.
+    sweep_at: std::sync::atomic::AtomicUsize,
 }
+
+/// Below this many places, none are swept.
+const SWEEP_FLOOR: usize = 256;
 
 /// One acquisition's key in etcd.
 #[derive(Clone, Copy, Debug)]
@@ -107,6 +112,7 @@ impl EtcdLock {
                 layout: KeyLayout::new(&config.prefix),
                 config,
                 places: Mutex::default(),
+                sweep_at: std::sync::atomic::AtomicUsize::new(SWEEP_FLOOR),
             }),
         })
     }
@@ -245,6 +251,7 @@ impl EtcdLock {
             .await?
             .id();
         // Known before the key exists, so a cleanup can revoke it whatever happens next.
+        self.sweep_places();
         self.places().insert(
             *owner,
             Place {
@@ -337,6 +344,54 @@ impl EtcdLock {
         Ok((place, predecessor))
     }
 
+    /// After a first attempt whose answer was lost: our key, if the transaction did
+    /// create it (we take over its place in line); `None` if it did not (the lease,
+    /// holding nothing, is revoked and the attempt starts over).
+    async fn recover(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        mut place: Place,
+    ) -> Result<Option<Place>, Error> {
+        let entry = self.inner.layout.entry(key, owner).into_bytes();
+        let answer = self
+            .inner
+            .endpoints
+            .call(|mut c| async move { c.get(entry, None).await.map_err(from_etcd) })
+            .await?;
+        match answer.kvs().first() {
+            Some(kv) if kv.lease() == place.lease => {
+                place.revision = kv.create_revision();
+                self.places().insert(*owner, place);
+                Ok(Some(place))
+            }
+            _ => {
+                self.revoke(place.lease).await?;
+                self.places().remove(owner);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Forgets places whose lease must have expired on the server (a lease left to
+    /// expire is never released), once the map has doubled since the last sweep.
+    fn sweep_places(&self) {
+        let mut places = self.places();
+        let threshold = self
+            .inner
+            .sweep_at
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if places.len() < threshold {
+            return;
+        }
+        let now = BootInstant::now();
+        places.retain(|_, p| now < p.refreshed.saturating_add(p.ttl.saturating_mul(2)));
+        let next = (places.len() * 2).max(SWEEP_FLOOR);
+        self.inner
+            .sweep_at
+            .store(next, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Resolves when `predecessor` is deleted (or the watch ends).
     async fn watch_deletion(&self, predecessor: Vec<u8>) -> Result<WakeSignal, Error> {
         // Watch from now rather than from the revision we read at: etcd catches up a
@@ -415,10 +470,11 @@ impl Lock for EtcdLock {
                 self.look_again(req.key, req.owner, place, req.ttl).await?
             }
             // A lease but no key yet: the first attempt's outcome was lost. Start over.
-            Some(place) => {
-                let _ = self.revoke(place.lease).await;
-                self.join_line(req.key, req.owner, req.ttl).await?
-            }
+            // A lease but no known key: the first attempt's answer was lost.
+            Some(place) => match self.recover(req.key, req.owner, place).await? {
+                Some(place) => self.look_again(req.key, req.owner, place, req.ttl).await?,
+                None => self.join_line(req.key, req.owner, req.ttl).await?,
+            },
             None => self.join_line(req.key, req.owner, req.ttl).await?,
         };
         let Some(predecessor) = predecessor else {
@@ -428,9 +484,10 @@ impl Lock for EtcdLock {
             });
         };
         if !req.queue {
-            // try_acquire leaves nothing behind.
-            self.places().remove(req.owner);
+            // try_acquire leaves nothing behind. The place is forgotten only once the
+            // revoke succeeded, so a failed one is still cleaned up with the same owner.
             self.revoke(place.lease).await?;
+            self.places().remove(req.owner);
             return Ok(Attempt::Busy {
                 wake: None,
                 retry_after: None,
@@ -482,18 +539,37 @@ impl Lock for EtcdLock {
         }
     }
 
-    async fn release(&self, _key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
-        let Some(place) = self.places().remove(owner) else {
+    async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
+        let Some(place) = self.places().get(owner).copied() else {
             return Ok(false);
         };
-        match self.revoke(place.lease).await {
-            Ok(held) => Ok(held && place.revision > 0),
-            Err(e) => {
-                // Keep the place so a retry (or the TTL) can still clean it up.
-                self.places().insert(*owner, place);
-                Err(e)
-            }
+        if place.revision == 0 {
+            // Whether the key exists is unknown: revoking the lease removes it if so.
+            self.revoke(place.lease).await?;
+            self.places().remove(owner);
+            return Ok(false);
         }
+        // Deleted only if it is still our key, with our revision: a key deleted behind
+        // our back (and maybe re-created by another holder) is a lost lease, and the
+        // new holder is left alone. On error the place stays, for a retry.
+        let entry = self.inner.layout.entry(key, owner);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                entry.clone(),
+                CompareOp::Equal,
+                place.revision,
+            )])
+            .and_then([TxnOp::delete(entry, None)]);
+        let held = self.txn(txn).await?.succeeded();
+        self.places().remove(owner);
+        // The lease holds nothing now: give it back without making the caller wait.
+        let lock = self.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = lock.revoke(place.lease).await;
+            });
+        }
+        Ok(held)
     }
 
     fn operation_timeout(&self) -> Duration {

@@ -279,3 +279,36 @@ async fn tls_with_a_certificate_made_at_test_time() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_after_an_operator_broke_the_lock_is_lease_lost() {
+    let url = shared_etcd_url().await;
+    let a = EtcdLock::connect(&url).await.expect("connect");
+    let b = EtcdLock::connect(&url).await.expect("connect");
+    let k = key("broken");
+    let mut old = a
+        .acquire(&k, Acquire::ttl(Duration::from_secs(30)))
+        .await
+        .expect("acquire");
+    assert!(a.force_release(&k).await.expect("force release"));
+    let mut new = b
+        .acquire(
+            &k,
+            Acquire::ttl(Duration::from_secs(30)).wait(Duration::from_secs(5)),
+        )
+        .await
+        .expect("acquire after the break");
+    let err = old
+        .release()
+        .await
+        .expect_err("the broken lease released cleanly");
+    assert!(err.is_lease_lost(), "{err:?}");
+    // The new holder is untouched.
+    assert!(
+        b.try_acquire(&k, Duration::from_secs(5))
+            .await
+            .expect("try")
+            .is_none()
+    );
+    new.release().await.expect("the new holder's release");
+}

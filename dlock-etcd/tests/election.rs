@@ -117,3 +117,33 @@ async fn bad_election_input_is_refused() {
         .expect_err("1 s TTL");
     assert!(err.is_invalid_input(), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_campaign_leaves_no_ghost_candidate() {
+    let url = shared_etcd_url().await;
+    let election_name = name("ghost");
+    let connect = || async { EtcdLock::connect(&url).await.expect("connect") };
+    let a = EtcdElection::new(&connect().await, &election_name).expect("name");
+    let b = EtcdElection::new(&connect().await, &election_name).expect("name");
+    let c = EtcdElection::new(&connect().await, &election_name).expect("name");
+    let ttl = Duration::from_secs(5);
+    let leader = a.campaign("a", ttl).await.expect("a campaigns");
+    // B gives up waiting: its campaign future is dropped while queued.
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), b.campaign("b", ttl)).await;
+    assert!(gave_up.is_err(), "b was elected while a led");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = tokio::spawn(async move { c.campaign("c", ttl).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    leader.resign().await.expect("resign");
+    // C is next: B's abandoned candidacy was withdrawn, not left to win and lead nobody.
+    let elected = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("c was not elected: a ghost candidate stood in its way")
+        .expect("task")
+        .expect("c campaigns");
+    assert!(elected.is_leader());
+    assert_eq!(
+        a.leader().await.expect("leader").as_deref(),
+        Some(b"c".as_slice())
+    );
+}

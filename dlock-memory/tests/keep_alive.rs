@@ -94,3 +94,30 @@ async fn lost_fires_by_valid_until_when_extensions_fail() {
 async fn lost_fires_by_valid_until_when_extensions_hang() {
     lost_once_unplugged(true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_extension_shortens_validity() {
+    let lock = MemoryLock::new();
+    let mut lease = lock
+        .acquire("k", Acquire::ttl(Duration::from_secs(30)))
+        .await
+        .expect("acquire");
+    let before = BootInstant::now();
+    lease
+        .extend_with(Duration::from_millis(300))
+        .await
+        .expect("extend");
+    // The server now expires the key 300 ms from the extension: so must the lease.
+    assert!(lease.valid_until() <= BootInstant::now().saturating_add(Duration::from_millis(300)));
+    assert!(lease.valid_until() >= before.saturating_add(Duration::from_millis(300)));
+    tokio::time::timeout(Duration::from_secs(2), lease.lost())
+        .await
+        .expect("lost() waited for the old, longer validity");
+    let other = lock
+        .acquire(
+            "k",
+            Acquire::ttl(Duration::from_secs(5)).wait(Duration::from_secs(2)),
+        )
+        .await;
+    assert!(other.is_ok(), "the key outlived its shortened TTL");
+}
