@@ -156,18 +156,30 @@ impl EtcdLock {
         Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
-    /// Deletes every holder and waiter of `key`, as an operator breaking a stuck lock
-    /// would. Their next extension fails and their `lost()` fires.
+    /// Breaks the lock on `key`: revokes the lease of its holder and of every waiter,
+    /// which deletes their keys, as an operator breaking a stuck lock would. Their
+    /// next extension or release finds the lease gone (`LeaseLost`) and their `lost()`
+    /// fires. Returns whether there was anything to break.
+    ///
+    /// Deleting the keys by hand (etcdctl) instead leaves the leases alive: holders
+    /// then notice at their next extension, but a release cannot tell.
     pub async fn force_release(&self, key: &str) -> Result<bool, Error> {
         let key = LockKey::new(key)?;
         let dir = self.inner.layout.dir(&key);
-        let options = etcd_client::DeleteOptions::new().with_prefix();
-        let response = self
+        let answer = self
             .inner
             .endpoints
-            .call(|mut c| async move { c.delete(dir, Some(options)).await.map_err(from_etcd) })
+            .call(|mut c| async move {
+                c.get(dir, Some(GetOptions::new().with_prefix().with_keys_only()))
+                    .await
+                    .map_err(from_etcd)
+            })
             .await?;
-        Ok(response.deleted() > 0)
+        let leases: Vec<i64> = answer.kvs().iter().map(|kv| kv.lease()).collect();
+        for lease in &leases {
+            self.revoke(*lease).await?;
+        }
+        Ok(!leases.is_empty())
     }
 
     /// The endpoint requests go to now (it changes on failover).
@@ -539,7 +551,7 @@ impl Lock for EtcdLock {
         }
     }
 
-    async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
+    async fn release(&self, _key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
         let Some(place) = self.places().get(owner).copied() else {
             return Ok(false);
         };
@@ -549,26 +561,11 @@ impl Lock for EtcdLock {
             self.places().remove(owner);
             return Ok(false);
         }
-        // Deleted only if it is still our key, with our revision: a key deleted behind
-        // our back (and maybe re-created by another holder) is a lost lease, and the
-        // new holder is left alone. On error the place stays, for a retry.
-        let entry = self.inner.layout.entry(key, owner);
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                entry.clone(),
-                CompareOp::Equal,
-                place.revision,
-            )])
-            .and_then([TxnOp::delete(entry, None)]);
-        let held = self.txn(txn).await?.succeeded();
+        // Revoking the lease deletes our key in the same step; a lease etcd no longer
+        // has (expired, or revoked by `force_release`) means the lock was lost, and
+        // whoever holds the key now is left alone. On error the place stays, for a retry.
+        let held = self.revoke(place.lease).await?;
         self.places().remove(owner);
-        // The lease holds nothing now: give it back without making the caller wait.
-        let lock = self.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = lock.revoke(place.lease).await;
-            });
-        }
         Ok(held)
     }
 
