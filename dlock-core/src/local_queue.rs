@@ -28,8 +28,10 @@ struct Waiter {
 
 /// Where a waiter stands in its key's queue.
 pub enum Turn {
-    /// First in line: contend at the server.
-    Head,
+    /// First in line: contend at the server. The signal fires when this client
+    /// releases the key ([`LocalQueue::wake_head`]), sooner than any notice from the
+    /// server; wait on it beside the server's own.
+    Head(WakeSignal),
     /// Behind others: wait for this, then ask again.
     Behind(WakeSignal),
 }
@@ -44,16 +46,6 @@ impl LocalQueue {
     pub fn join(&self, key: &LockKey, owner: &OwnerId) -> Turn {
         let mut keys = self.keys();
         let queue = keys.entry(key.clone()).or_default();
-        if queue.is_empty() {
-            queue.push_back(Waiter {
-                owner: *owner,
-                wake: Arc::new(Notify::new()),
-            });
-            return Turn::Head;
-        }
-        if queue.front().is_some_and(|w| w.owner == *owner) {
-            return Turn::Head;
-        }
         let wake = match queue.iter().find(|w| w.owner == *owner) {
             Some(w) => Arc::clone(&w.wake),
             None => {
@@ -65,8 +57,14 @@ impl LocalQueue {
                 wake
             }
         };
+        let head = queue.front().is_some_and(|w| w.owner == *owner);
         // notify_one stores a permit, so a wake between now and the await is kept.
-        Turn::Behind(Box::pin(async move { wake.notified().await }))
+        let signal: WakeSignal = Box::pin(async move { wake.notified().await });
+        if head {
+            Turn::Head(signal)
+        } else {
+            Turn::Behind(signal)
+        }
     }
 
     /// Takes `owner` out of `key`'s queue (it was granted the lock, or gave up). If
@@ -136,7 +134,7 @@ mod tests {
         let queue = LocalQueue::new();
         let key = LockKey::new("k").expect("valid");
         let [a, b, c] = [1, 2, 3].map(OwnerId::from_counter);
-        assert!(matches!(queue.join(&key, &a), Turn::Head));
+        assert!(matches!(queue.join(&key, &a), Turn::Head(_)));
         let Turn::Behind(mut b_wake) = queue.join(&key, &b) else {
             panic!("b jumped the queue")
         };
@@ -144,7 +142,7 @@ mod tests {
             panic!("c jumped the queue")
         };
         assert!(
-            matches!(queue.join(&key, &a), Turn::Head),
+            matches!(queue.join(&key, &a), Turn::Head(_)),
             "joining again keeps the place"
         );
         assert!((&mut b_wake).now_or_never().is_none());
@@ -157,7 +155,16 @@ mod tests {
             (&mut c_wake).now_or_never().is_none(),
             "c was woken out of turn"
         );
-        assert!(matches!(queue.join(&key, &b), Turn::Head));
+        let Turn::Head(mut b_local) = queue.join(&key, &b) else {
+            panic!("b is not head")
+        };
+        // The holder's release in this client wakes the head at once.
+        assert!((&mut b_local).now_or_never().is_none());
+        queue.wake_head(&key);
+        assert!(
+            (&mut b_local).now_or_never().is_some(),
+            "wake_head did not reach the head"
+        );
         // A waiter behind the head leaving wakes nobody.
         queue.leave(&key, &c);
         queue.leave(&key, &b);

@@ -194,17 +194,27 @@ impl Lock for RedisLock {
 
     async fn attempt(&self, req: AttemptRequest<'_>) -> Result<Attempt, Error> {
         let inner = &self.inner;
+        // Only the head of this client's queue contends at the server; it is woken by
+        // a release in this client directly, or by the server's notice of any release.
+        let mut local = None;
         if req.queue {
-            // Only the head of this client's queue contends at the server.
-            if let Turn::Behind(wake) = inner.queue.join(req.key, req.owner) {
-                return Ok(Attempt::Busy {
-                    wake: Some(wake),
-                    retry_after: None,
-                });
+            match inner.queue.join(req.key, req.owner) {
+                Turn::Behind(wake) => {
+                    return Ok(Attempt::Busy {
+                        wake: Some(wake),
+                        retry_after: None,
+                    });
+                }
+                Turn::Head(wake) => local = Some(wake),
             }
         }
         // Armed before the script runs, so a release right after it is not missed.
-        let wake = req.queue.then(|| inner.notifier.listen(req.key));
+        let wake = local.map(|local| -> dlock_core::WakeSignal {
+            let remote = inner.notifier.listen(req.key);
+            Box::pin(async move {
+                futures::future::select(local, remote).await;
+            })
+        });
         let layout = &inner.config.layout;
         let reply: Value = scripts::ACQUIRE
             .key(layout.lock(req.key))
