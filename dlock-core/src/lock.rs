@@ -125,13 +125,19 @@ pub trait Lock: Send + Sync + 'static {
     /// acquisitions cancelled mid-flight. The default spawns `release` on the
     /// current tokio runtime (if any); an in-process backend may do it at once.
     fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                if let Err(error) = self.release(&key, &owner).await {
-                    tracing::debug!(%key, %error, "background release failed; the TTL will free the key");
-                }
-            });
-        }
+        spawn_release(self, key, owner);
+    }
+}
+
+/// Spawns `release` on the current tokio runtime (none: the TTL frees the key).
+/// The default `release_in_background`, for overrides that do something first.
+pub fn spawn_release<L: Lock + ?Sized>(lock: Arc<L>, key: LockKey, owner: OwnerId) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(async move {
+            if let Err(error) = lock.release(&key, &owner).await {
+                tracing::debug!(%key, %error, "background release failed; the TTL will free the key");
+            }
+        });
     }
 }
 

@@ -290,12 +290,6 @@ impl Lock for RedisLock {
     fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
         // At once, so this client's next waiter is not held up by the spawn.
         self.inner.queue.leave(&key, &owner);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                if let Err(error) = self.release(&key, &owner).await {
-                    tracing::debug!(%key, %error, "background release failed; the TTL will free the key");
-                }
-            });
-        }
+        dlock_core::spawn_release(self, key, owner);
     }
 }

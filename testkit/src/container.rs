@@ -22,15 +22,7 @@ impl Server {
         request: ContainerRequest<GenericImage>,
         internal_port: u16,
     ) -> Server {
-        let container = request
-            .with_label(LABEL, run_id())
-            .start()
-            .await
-            .unwrap_or_else(|e| panic!("{}", docker_help(&e.to_string())));
-        let port = container
-            .get_host_port_ipv4(internal_port)
-            .await
-            .unwrap_or_else(|e| panic!("no published port {internal_port}: {e}"));
+        let (container, port) = start_labelled(request, internal_port).await;
         Server { container, port }
     }
 
@@ -97,10 +89,22 @@ pub(crate) async fn shared(
     })
     .await
     .expect("lock task");
-    let container = request
+    let request = request
         .with_container_name(name)
+        .with_reuse(ReuseDirective::Always);
+    let (_reused, port) = start_labelled(request, internal_port).await;
+    drop(lock_file);
+    port
+}
+
+/// Starts `request` with the run's label; a failure to start explains what the
+/// tests need. Returns the container and its published port.
+async fn start_labelled(
+    request: ContainerRequest<GenericImage>,
+    internal_port: u16,
+) -> (ContainerAsync<GenericImage>, u16) {
+    let container = request
         .with_label(LABEL, run_id())
-        .with_reuse(ReuseDirective::Always)
         .start()
         .await
         .unwrap_or_else(|e| panic!("{}", docker_help(&e.to_string())));
@@ -108,8 +112,7 @@ pub(crate) async fn shared(
         .get_host_port_ipv4(internal_port)
         .await
         .unwrap_or_else(|e| panic!("no published port {internal_port}: {e}"));
-    drop(lock_file);
-    port
+    (container, port)
 }
 
 /// A port free on 127.0.0.1 right now, for a fixed mapping that survives restarts.
