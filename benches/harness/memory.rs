@@ -6,7 +6,7 @@ use std::{
     time::Instant,
 };
 
-use dlock::{Acquire, DynLock, LockExt, MemoryLock};
+use dlock::{Acquire, Attempt, AttemptRequest, BootInstant, DynLock, LockExt, LockKey, MemoryLock};
 
 use crate::measure::*;
 
@@ -32,8 +32,15 @@ pub(crate) async fn report(config: &Config) {
 
     // Uncontended: floor and lock interleaved, median of the rounds.
     let mut floor_rates = Vec::new();
+    let mut table_rates = Vec::new();
     let mut lock_rates = Vec::new();
     for _ in 0..config.rounds {
+        table_rates.push(
+            rate(config.iterations, || async {
+                table_alone(&lock, "bench:uncontended")
+            })
+            .await,
+        );
         floor_rates.push(
             rate(config.iterations, || async {
                 floor.pair("bench:uncontended")
@@ -48,6 +55,7 @@ pub(crate) async fn report(config: &Config) {
         );
     }
     let floor_rate = median(&mut floor_rates);
+    let table_rate = median(&mut table_rates);
     let lock_rate = median(&mut lock_rates);
     let floor_lat = latencies(config.iterations / 4, || async { floor.pair("bench:lat") }).await;
     let lock_lat = latencies(config.iterations / 4, || {
@@ -61,6 +69,12 @@ pub(crate) async fn report(config: &Config) {
         floor_rate,
         Some(&floor_lat),
         None,
+    );
+    row(
+        "  table alone: attempt + release, no lease",
+        table_rate,
+        None,
+        Some(table_rate / floor_rate),
     );
     row(
         "uncontended acquire+release",
@@ -111,7 +125,30 @@ pub(crate) async fn report(config: &Config) {
     reclaim(config.reclaim_keys).await;
 }
 
-/// Holding and freeing many distinct keys must leave no growth behind.
+/// What the backend itself costs, without the lease around it: the key, an owner,
+/// the two clock readings a lease needs (when the attempt was sent, and whether it
+/// was still valid at release), and the table's attempt and release. The gap between
+/// this row and the full one is the lease machinery (validation, metrics, validity,
+/// lost signal, release on drop).
+fn table_alone(lock: &DynLock, key: &str) {
+    let key = LockKey::new(key).expect("key");
+    let owner = lock.new_owner();
+    let sent = BootInstant::now();
+    let request = AttemptRequest {
+        key: &key,
+        owner: &owner,
+        ttl: TTL,
+        queue: false,
+        sent,
+    };
+    let answer = lock.attempt_now(request).expect("an in-process answer");
+    assert!(matches!(answer, Ok(Attempt::Acquired { .. })));
+    let held = lock
+        .release_now(&key, &owner)
+        .expect("an in-process answer");
+    assert!(held.expect("release") && BootInstant::now() < sent.saturating_add(TTL));
+}
+
 /// Holding and freeing many distinct keys must leave no growth behind. A first batch
 /// warms the allocator and the runtime (their first growth is not ours); then a
 /// million keys go through one by one and three fresh batches are held at once and

@@ -52,9 +52,11 @@ pub trait LockExt {
         let (lock, key) = (self.to_dyn(), LockKey::new(key));
         // The inner future is built in place on first poll, not built here and moved.
         async move {
-            acquire_lease(lock, key, opts).await?.ok_or(Error::Timeout {
-                waited: Duration::ZERO,
-            })
+            acquire_lease(lock, key, opts)
+                .await?
+                .ok_or_else(|| Error::Timeout {
+                    waited: Duration::ZERO,
+                })
         }
     }
 
@@ -179,44 +181,90 @@ async fn acquire_lease(
     })))
 }
 
+/// What a successful acquisition hands to the lease: its owner id, its token, and
+/// when the server's TTL started at the earliest.
+type Grant = (OwnerId, crate::FenceToken, BootInstant);
+
+/// The first attempt, inline: the uncontended path is this and nothing more. Only a
+/// caller that has to wait enters the (boxed) loop, so the timers, backoff and span
+/// stay out of the common path's future.
 async fn wait_for_grant(
     lock: &DynLock,
     backend: &'static str,
     key: &LockKey,
     opts: &Acquire,
-) -> Result<Option<(OwnerId, crate::FenceToken, BootInstant)>, Error> {
-    let started = BootInstant::now();
+) -> Result<Option<Grant>, Error> {
+    let sent = BootInstant::now();
+    let queue = opts.wait_value() != Wait::No;
+    let mut cleanup = CleanupOnDrop {
+        lock,
+        key,
+        owner: lock.new_owner(),
+        // From here until a definite answer, the backend may hold something for us.
+        armed: true,
+    };
+    let request = AttemptRequest {
+        key,
+        owner: &cleanup.owner,
+        ttl: opts.ttl_value(),
+        queue,
+        sent,
+    };
+    let attempt = match lock.attempt_now(request) {
+        Some(answer) => answer,
+        None => bounded("acquire", lock.operation_timeout(), lock.attempt(request)).await,
+    };
+    match attempt {
+        Ok(Attempt::Acquired { fence, valid_from }) => {
+            Ok(Some(cleanup.granted(fence, valid_from, sent)))
+        }
+        Ok(Attempt::Busy { .. }) if !queue => {
+            cleanup.armed = false;
+            Ok(None)
+        }
+        first => Box::pin(keep_trying(backend, opts, cleanup, first, sent)).await,
+    }
+}
+
+impl CleanupOnDrop<'_> {
+    fn granted(
+        mut self,
+        fence: crate::FenceToken,
+        valid_from: Option<BootInstant>,
+        sent: BootInstant,
+    ) -> Grant {
+        self.armed = false;
+        // Validity counts from the earlier of the two: never past the server's.
+        (
+            self.owner,
+            fence,
+            valid_from.map_or(sent, |from| from.min(sent)),
+        )
+    }
+}
+
+/// Waits and retries until granted, the deadline passes, or the backend fails for good.
+async fn keep_trying(
+    backend: &'static str,
+    opts: &Acquire,
+    mut cleanup: CleanupOnDrop<'_>,
+    mut attempt: Result<Attempt, Error>,
+    started: BootInstant,
+) -> Result<Option<Grant>, Error> {
+    let (lock, key) = (cleanup.lock, cleanup.key);
     let deadline = match opts.wait_value() {
         Wait::For(limit) => Some(started.saturating_add(limit)),
         Wait::No | Wait::Forever => None,
     };
     let queue = opts.wait_value() != Wait::No;
     let op_timeout = lock.operation_timeout();
-    let mut cleanup = CleanupOnDrop {
-        lock,
-        key,
-        owner: lock.new_owner(),
-        armed: false,
-    };
     let mut backoff: Option<DecorrelatedJitter> = None;
     let mut contended = false;
-    // A span only once there is something to trace: the uncontended path stays bare.
-    let mut span: Option<tracing::Span> = None;
+    let span = tracing::debug_span!("dlock.acquire.wait", backend, key = %key);
     let mut sent = started;
     loop {
-        let request = AttemptRequest {
-            key,
-            owner: &cleanup.owner,
-            ttl: opts.ttl_value(),
-            queue,
-            sent,
-        };
-        // From here until a definite answer, the backend may hold something for us.
-        cleanup.armed = true;
-        let attempt = bounded("acquire", op_timeout, lock.attempt(request)).await;
         let pause = match attempt {
             Ok(Attempt::Acquired { fence, valid_from }) => {
-                cleanup.armed = false;
                 if contended {
                     metrics::acquire_wait(
                         backend,
@@ -225,9 +273,7 @@ async fn wait_for_grant(
                             .as_secs_f64(),
                     );
                 }
-                // Validity counts from the earlier of the two: never past the server's.
-                let counted_from = valid_from.map_or(sent, |from| from.min(sent));
-                return Ok(Some((cleanup.owner, fence, counted_from)));
+                return Ok(Some(cleanup.granted(fence, valid_from, sent)));
             }
             Ok(Attempt::Busy { .. }) if !queue => {
                 cleanup.armed = false;
@@ -274,11 +320,20 @@ async fn wait_for_grant(
             Some(deadline) => deadline.saturating_duration_since(now),
             None => Duration::MAX,
         };
-        let span = span
-            .get_or_insert_with(|| tracing::debug_span!("dlock.acquire.wait", backend, key = %key));
-        // Boxed: the timers' state stays out of the uncontended path's future.
-        Box::pin(pause.wait(left).instrument(span.clone())).await;
+        pause.wait(left).instrument(span.clone()).await;
         sent = BootInstant::now();
+        let request = AttemptRequest {
+            key,
+            owner: &cleanup.owner,
+            ttl: opts.ttl_value(),
+            queue,
+            sent,
+        };
+        cleanup.armed = true;
+        attempt = match lock.attempt_now(request) {
+            Some(answer) => answer,
+            None => bounded("acquire", op_timeout, lock.attempt(request)).await,
+        };
     }
 }
 

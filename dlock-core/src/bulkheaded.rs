@@ -85,6 +85,10 @@ impl<L: Lock> Lock for Bulkheaded<L> {
         self.inner.release(key, owner).await
     }
 
+    fn release_now(&self, key: &LockKey, owner: &OwnerId) -> Option<Result<bool, Error>> {
+        self.inner.release_now(key, owner)
+    }
+
     fn new_owner(&self) -> OwnerId {
         self.inner.new_owner()
     }

@@ -301,13 +301,18 @@ impl Lease {
             });
         }
         self.stop_keep_alive();
-        let timeout = self.lock.operation_timeout();
-        let held = bounded(
-            "release",
-            timeout,
-            self.lock.release(&self.key, &self.owner),
-        )
-        .await?;
+        let held = match self.lock.release_now(&self.key, &self.owner) {
+            Some(answer) => answer?,
+            None => {
+                let timeout = self.lock.operation_timeout();
+                bounded(
+                    "release",
+                    timeout,
+                    self.lock.release(&self.key, &self.owner),
+                )
+                .await?
+            }
+        };
         self.released = true;
         let now = BootInstant::now();
         self.record_hold(now);

@@ -110,6 +110,22 @@ pub trait Lock: Send + Sync + 'static {
     /// `owner` held the lock; `Ok(false)` if it did not (expired, taken, never granted).
     async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error>;
 
+    /// [`attempt`](Self::attempt), answered without awaiting, by a backend that needs
+    /// no I/O (an in-process table). The machinery tries it first: `Some` spares it
+    /// the boxed future, which costs as much as such a backend's whole answer. `None`,
+    /// the default: await `attempt`.
+    fn attempt_now(&self, request: AttemptRequest<'_>) -> Option<Result<Attempt, Error>> {
+        let _ = request;
+        None
+    }
+
+    /// [`release`](Self::release), answered without awaiting; see
+    /// [`attempt_now`](Self::attempt_now).
+    fn release_now(&self, key: &LockKey, owner: &OwnerId) -> Option<Result<bool, Error>> {
+        let _ = (key, owner);
+        None
+    }
+
     /// A fresh owner id for one acquisition. Networked backends keep the default
     /// (128 bits from the OS); an in-process backend may use a counter.
     fn new_owner(&self) -> OwnerId {

@@ -73,6 +73,25 @@ impl MemoryLock {
         self.table().force_release(key)
     }
 
+    /// One attempt against the table: no I/O, so it is answered at once.
+    fn answer(&self, req: AttemptRequest<'_>) -> Attempt {
+        let outcome = self
+            .table()
+            .attempt(req.key, req.owner, req.ttl, req.queue, req.sent);
+        match outcome {
+            Outcome::Granted(fence) => Attempt::Acquired {
+                fence,
+                valid_from: None,
+            },
+            Outcome::Busy { wake, retry_after } => Attempt::Busy {
+                wake: wake.map(|n| -> dlock_core::WakeSignal {
+                    Box::pin(async move { n.notified().await })
+                }),
+                retry_after,
+            },
+        }
+    }
+
     fn table(&self) -> MutexGuard<'_, Table> {
         // The table stays consistent even if a holder of the mutex panicked: every
         // method finishes its changes before it can panic.
@@ -108,21 +127,11 @@ impl Lock for MemoryLock {
     }
 
     async fn attempt(&self, req: AttemptRequest<'_>) -> Result<Attempt, Error> {
-        let outcome = self
-            .table()
-            .attempt(req.key, req.owner, req.ttl, req.queue, req.sent);
-        Ok(match outcome {
-            Outcome::Granted(fence) => Attempt::Acquired {
-                fence,
-                valid_from: None,
-            },
-            Outcome::Busy { wake, retry_after } => Attempt::Busy {
-                wake: wake.map(|n| -> dlock_core::WakeSignal {
-                    Box::pin(async move { n.notified().await })
-                }),
-                retry_after,
-            },
-        })
+        Ok(self.answer(req))
+    }
+
+    fn attempt_now(&self, req: AttemptRequest<'_>) -> Option<Result<Attempt, Error>> {
+        Some(Ok(self.answer(req)))
     }
 
     async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
@@ -140,6 +149,10 @@ impl Lock for MemoryLock {
 
     async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
         Ok(self.table().release(key.as_str(), owner))
+    }
+
+    fn release_now(&self, key: &LockKey, owner: &OwnerId) -> Option<Result<bool, Error>> {
+        Some(Ok(self.table().release(key.as_str(), owner)))
     }
 
     fn new_owner(&self) -> OwnerId {

@@ -1,13 +1,10 @@
 //! The lock table: key → holder and FIFO queue of waiters.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use dlock_core::BootInstant;
 use dlock_core::{FenceToken, LockKey, OwnerId};
+use hashbrown::{HashMap, hash_map::EntryRef};
 use tokio::sync::Notify;
 
 /// Sweep for expired entries after this many insertions since the last sweep,
@@ -99,11 +96,12 @@ impl Table {
             self.sweep(now);
         }
         let expires = now.saturating_add(ttl);
-        let entry = match self.entries.entry(key.clone()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
+        // Looked up by reference: the key is cloned only into a new entry.
+        let entry = match self.entries.entry_ref(key.as_str()) {
+            EntryRef::Occupied(e) => e.into_mut(),
+            EntryRef::Vacant(e) => {
                 self.inserted_since_sweep += 1;
-                e.insert(Entry::default())
+                e.insert_with_key(key.clone(), Entry::default())
             }
         };
         match entry.live_holder(now) {
@@ -175,9 +173,11 @@ impl Table {
     /// from the queue either way. Whether the lease was still valid is the caller's
     /// question, answered on its own clock.
     pub(crate) fn release(&mut self, key: &str, owner: &OwnerId) -> bool {
-        let Some(entry) = self.entries.get_mut(key) else {
+        // One lookup for both the change and the removal.
+        let EntryRef::Occupied(mut slot) = self.entries.entry_ref(key) else {
             return false;
         };
+        let entry = slot.get_mut();
         let held = matches!(&entry.holder, Some(h) if h.owner == *owner);
         if held {
             entry.holder = None;
@@ -186,7 +186,7 @@ impl Table {
             entry.leave_queue(owner);
         }
         if entry.is_idle() {
-            self.entries.remove(key);
+            slot.remove();
             self.shrink_if_sparse();
         }
         held
