@@ -1,6 +1,6 @@
 //! The etcd backend against raw etcd-client requests.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use dlock::{DynLock, EtcdLock};
 use etcd_client::{Client, Compare, CompareOp, LockOptions, PutOptions, Txn, TxnOp};
@@ -133,7 +133,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         one_key.min,
         one_key.max as f64 / one_key.min.max(1) as f64
     );
-    let handoff = handoff(&lock, 100).await;
+    let handoff = handoff(&lock, 100, Duration::from_millis(50)).await;
     row("handoff through the watch", 0.0, Some(&handoff), None);
     println!(
         "{:<44} handoff p50 / one write p50 = {:.1}x",

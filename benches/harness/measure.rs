@@ -135,7 +135,10 @@ pub(crate) async fn contended(lock: &DynLock, tasks: usize, window: Duration) ->
 }
 
 /// Release by one task to the grant of the next, which is already waiting.
-pub(crate) async fn handoff(lock: &DynLock, rounds: usize) -> Vec<Duration> {
+/// Release to next grant, with one waiter already queued. `queue_up` must cover the
+/// waiter's first attempt and its wake-up setup (a few round trips on a networked
+/// backend): a release that overtakes them measures the waiter's join, not the handoff.
+pub(crate) async fn handoff(lock: &DynLock, rounds: usize, queue_up: Duration) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let key = format!("bench:handoff:{round}");
@@ -157,7 +160,7 @@ pub(crate) async fn handoff(lock: &DynLock, rounds: usize) -> Vec<Duration> {
             })
         };
         // Let the waiter queue up before releasing.
-        tokio::time::sleep(Duration::from_micros(200)).await;
+        tokio::time::sleep(queue_up).await;
         let released = Instant::now();
         held.release().await.expect("release");
         let granted = waiter.await.expect("waiter");

@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use dlock::{Acquire, Attempt, AttemptRequest, BootInstant, DynLock, LockExt, LockKey, MemoryLock};
@@ -109,7 +109,7 @@ pub(crate) async fn report(config: &Config) {
         one_key.max as f64 / one_key.min.max(1) as f64
     );
 
-    let handoff = handoff(&lock, config.iterations / 100).await;
+    let handoff = handoff(&lock, config.iterations / 100, Duration::from_micros(200)).await;
     row(
         "handoff (release -> next holder)",
         0.0,

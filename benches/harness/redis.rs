@@ -1,6 +1,6 @@
 //! The Redis backend against raw redis-rs commands on one multiplexed connection.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use dlock::{DynLock, RedisLock};
 use redis::{Script, aio::MultiplexedConnection};
@@ -123,7 +123,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         one_key.min,
         one_key.max as f64 / one_key.min.max(1) as f64
     );
-    let handoff = handoff(&lock, 300).await;
+    let handoff = handoff(&lock, 300, Duration::from_millis(10)).await;
     row(
         "handoff (release -> next holder)",
         0.0,

@@ -56,6 +56,25 @@ struct Place {
     refreshed: BootInstant,
     /// The lease's TTL, fixed for its life.
     ttl: Duration,
+    /// Our only predecessor was deleted while our key stayed, as one ordered watch
+    /// saw it: we are first in line without reading again (see `watch_line`).
+    first_in_line: bool,
+}
+
+impl Place {
+    /// Refreshed within the last third of its TTL: the server's countdown has most of
+    /// its way to go, so it cannot have expired the lease, and it needs no refresh yet.
+    fn is_fresh(&self) -> bool {
+        BootInstant::now().saturating_duration_since(self.refreshed) < self.ttl / 3
+    }
+}
+
+/// The key just ahead of ours in line.
+struct Predecessor {
+    key: Vec<u8>,
+    /// It is the only key ahead of ours. Keys never join ahead of an existing one
+    /// (create revisions only grow), so once it is deleted we are first.
+    only: bool,
 }
 
 impl EtcdLock {
@@ -246,14 +265,15 @@ impl EtcdLock {
             .await
     }
 
-    /// First attempt: a lease, then our key and the two newest keys of the directory
-    /// (ours and our predecessor), in one transaction.
+    /// First attempt: a lease, then our key and the three newest keys of the
+    /// directory (ours, our predecessor, and whether anyone is ahead of it), in one
+    /// transaction.
     async fn join_line(
         &self,
         key: &LockKey,
         owner: &OwnerId,
         ttl: Duration,
-    ) -> Result<(Place, Option<Vec<u8>>), Error> {
+    ) -> Result<(Place, Option<Predecessor>), Error> {
         let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         let granted = BootInstant::now();
         let lease = self
@@ -271,19 +291,20 @@ impl EtcdLock {
                 revision: 0,
                 refreshed: granted,
                 ttl,
+                first_in_line: false,
             },
         );
         let entry = self.inner.layout.entry(key, owner);
-        let newest_two = GetOptions::new()
+        let newest_three = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_limit(2)
+            .with_limit(3)
             .with_keys_only();
         let txn = Txn::new()
             .when([Compare::create_revision(entry.clone(), CompareOp::Equal, 0)])
             .and_then([
                 TxnOp::put(entry, "", Some(PutOptions::new().with_lease(lease))),
-                TxnOp::get(self.inner.layout.dir(key), Some(newest_two)),
+                TxnOp::get(self.inner.layout.dir(key), Some(newest_three)),
             ]);
         let response = self.txn(txn).await?;
         let header = response.header().map(|h| h.revision()).unwrap_or_default();
@@ -297,9 +318,14 @@ impl EtcdLock {
             revision,
             refreshed: granted,
             ttl,
+            first_in_line: false,
         };
         self.places().insert(*owner, place);
-        Ok((place, kvs.get(1).map(|kv| kv.key().to_vec())))
+        let predecessor = kvs.get(1).map(|kv| Predecessor {
+            key: kv.key().to_vec(),
+            only: kvs.len() == 2,
+        });
+        Ok((place, predecessor))
     }
 
     /// Later attempts: refresh our lease, check our key is still there, and find our
@@ -309,8 +335,7 @@ impl EtcdLock {
         key: &LockKey,
         owner: &OwnerId,
         mut place: Place,
-        ttl: Duration,
-    ) -> Result<(Place, Option<Vec<u8>>), Error> {
+    ) -> Result<(Place, Option<Predecessor>), Error> {
         let gone = || Error::LeaseLost {
             key: key.to_string(),
         };
@@ -318,7 +343,7 @@ impl EtcdLock {
             .with_prefix()
             .with_max_create_revision(place.revision - 1)
             .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_limit(1)
+            .with_limit(2)
             .with_keys_only();
         let txn = Txn::new()
             .when([Compare::create_revision(
@@ -328,11 +353,10 @@ impl EtcdLock {
             )])
             .and_then([TxnOp::get(self.inner.layout.dir(key), Some(before_us))]);
         // A lease refreshed within the last third of its TTL keeps its countdown: a
-        // grant then reports validity from that refresh, and the handoff costs one
+        // grant then reports validity from that refresh, and looking again costs one
         // read. Otherwise refresh (restarting the countdown, validity measured from
         // before it) beside the read; each needs the other to succeed.
-        let fresh = BootInstant::now().saturating_duration_since(place.refreshed) < ttl / 3;
-        let response = if fresh {
+        let response = if place.is_fresh() {
             self.txn(txn).await?
         } else {
             let sent = BootInstant::now();
@@ -350,7 +374,10 @@ impl EtcdLock {
             return Err(gone());
         }
         let predecessor = match response.op_responses().into_iter().next() {
-            Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| kv.key().to_vec()),
+            Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| Predecessor {
+                key: kv.key().to_vec(),
+                only: get.kvs().len() == 1,
+            }),
             _ => None,
         };
         Ok((place, predecessor))
@@ -404,29 +431,74 @@ impl EtcdLock {
             .store(next, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Resolves when `predecessor` is deleted (or the watch ends).
-    async fn watch_deletion(&self, predecessor: Vec<u8>) -> Result<WakeSignal, Error> {
+    /// Resolves when `predecessor` is deleted (or the watch ends). If it was our only
+    /// predecessor and our own key outlived it, the place is marked first in line,
+    /// and the next attempt is granted without reading again: the handoff then costs
+    /// the release's write and the event, not one more round trip.
+    ///
+    /// One watch covers both keys (the key range between them), so their events
+    /// arrive in revision order: a deletion of our key (operator, expiry) before our
+    /// predecessor's is seen first, and then the next attempt reads as usual.
+    async fn watch_line(
+        &self,
+        owner: OwnerId,
+        ours: Vec<u8>,
+        revision: i64,
+        predecessor: Predecessor,
+    ) -> Result<WakeSignal, Error> {
+        let (from, to) = if predecessor.key < ours {
+            (predecessor.key.clone(), ours.clone())
+        } else {
+            (ours.clone(), predecessor.key.clone())
+        };
+        let mut end = to;
+        end.push(0);
+        if let Some(place) = self.places().get_mut(&owner) {
+            place.first_in_line = false;
+        }
         // Watch from now rather than from the revision we read at: etcd catches up a
         // watch that starts in the past only every 100 ms, which a busy key would
-        // pay on every handoff. A deletion between our read and this watch is caught
-        // by looking once more after the watch exists.
-        let key = predecessor.clone();
+        // pay on every handoff. A change between our read and this watch is caught by
+        // checking both keys once more after the watch exists.
+        let options = etcd_client::WatchOptions::new().with_range(end);
         let mut stream = self
             .inner
             .endpoints
-            .call(|mut c| async move { c.watch(key, None).await.map_err(from_etcd) })
+            .call(|mut c| async move { c.watch(from, Some(options)).await.map_err(from_etcd) })
             .await?;
-        if !self.exists(predecessor).await? {
+        let both_there = Txn::new().when([
+            Compare::create_revision(ours.clone(), CompareOp::Equal, revision),
+            Compare::create_revision(predecessor.key.clone(), CompareOp::Greater, 0),
+        ]);
+        if !self.txn(both_there).await?.succeeded() {
             return Ok(Box::pin(async {}));
         }
+        let inner = Arc::clone(&self.inner);
         Ok(Box::pin(async move {
             while let Ok(Some(answer)) = stream.message().await {
-                if answer.canceled()
-                    || answer
-                        .events()
-                        .iter()
-                        .any(|e| e.event_type() == EventType::Delete)
-                {
+                if answer.canceled() {
+                    return;
+                }
+                // One revision's events come in one answer: weigh them together, so a
+                // transaction deleting both keys does not read as a handoff.
+                let deleted = |key: &[u8]| {
+                    answer.events().iter().any(|e| {
+                        e.event_type() == EventType::Delete
+                            && e.kv().is_some_and(|kv| kv.key() == key)
+                    })
+                };
+                if deleted(&ours) {
+                    return;
+                }
+                if deleted(&predecessor.key) {
+                    if predecessor.only {
+                        let mut places = inner.places.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(place) = places.get_mut(&owner)
+                            && place.revision == revision
+                        {
+                            place.first_in_line = true;
+                        }
+                    }
                     return;
                 }
             }
@@ -478,13 +550,19 @@ impl Lock for EtcdLock {
     async fn attempt(&self, req: AttemptRequest<'_>) -> Result<Attempt, Error> {
         let known = self.places().get(req.owner).copied();
         let (place, predecessor) = match known {
-            Some(place) if place.revision > 0 => {
-                self.look_again(req.key, req.owner, place, req.ttl).await?
+            // Our watch saw the only key ahead of ours go while ours stayed: granted,
+            // if our lease is fresh enough that the server cannot have expired it.
+            Some(place) if place.first_in_line && place.is_fresh() => {
+                return Ok(Attempt::Acquired {
+                    fence: FenceToken(u64::try_from(place.revision).unwrap_or_default()),
+                    valid_from: Some(place.refreshed),
+                });
             }
+            Some(place) if place.revision > 0 => self.look_again(req.key, req.owner, place).await?,
             // A lease but no key yet: the first attempt's outcome was lost. Start over.
             // A lease but no known key: the first attempt's answer was lost.
             Some(place) => match self.recover(req.key, req.owner, place).await? {
-                Some(place) => self.look_again(req.key, req.owner, place, req.ttl).await?,
+                Some(place) => self.look_again(req.key, req.owner, place).await?,
                 None => self.join_line(req.key, req.owner, req.ttl).await?,
             },
             None => self.join_line(req.key, req.owner, req.ttl).await?,
@@ -505,8 +583,12 @@ impl Lock for EtcdLock {
                 retry_after: None,
             });
         }
+        let ours = self.inner.layout.entry(req.key, req.owner).into_bytes();
         Ok(Attempt::Busy {
-            wake: Some(self.watch_deletion(predecessor).await?),
+            wake: Some(
+                self.watch_line(*req.owner, ours, place.revision, predecessor)
+                    .await?,
+            ),
             // Look again (refreshing our own lease, to keep our place) well within the TTL.
             retry_after: Some(req.ttl / 3),
         })

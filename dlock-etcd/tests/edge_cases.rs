@@ -312,3 +312,142 @@ async fn releasing_after_an_operator_broke_the_lock_is_lease_lost() {
     );
     new.release().await.expect("the new holder's release");
 }
+
+/// The keys in line for `key` under `prefix`, oldest first.
+async fn line(raw: &mut etcd_client::Client, prefix: &str, key: &str) -> Vec<Vec<u8>> {
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_sort(
+            etcd_client::SortTarget::Create,
+            etcd_client::SortOrder::Ascend,
+        )
+        .with_keys_only();
+    let answer = raw
+        .get(format!("{prefix}{key}/"), Some(options))
+        .await
+        .expect("get");
+    answer.kvs().iter().map(|kv| kv.key().to_vec()).collect()
+}
+
+/// Holder and one waiter on a fresh prefix; returns the waiter's pending acquisition
+/// and both keys in line (holder's first), once the waiter is queued.
+async fn holder_and_one_waiter(
+    name: &str,
+) -> (
+    etcd_client::Client,
+    dlock_core::Lease,
+    tokio::task::JoinHandle<Result<dlock_core::Lease, Error>>,
+    Vec<Vec<u8>>,
+) {
+    let url = shared_etcd_url().await;
+    let prefix = format!("dlock-edge-{}/", OwnerId::random());
+    let scoped = format!("{url}/{prefix}");
+    let holder = EtcdLock::connect(&scoped).await.expect("connect");
+    let waiter = EtcdLock::connect(&scoped).await.expect("connect");
+    let mut raw = etcd_client::Client::connect([url.replace("etcd://", "http://")], None)
+        .await
+        .expect("connect");
+    let held = holder
+        .acquire(name, Acquire::ttl(Duration::from_secs(30)))
+        .await
+        .expect("acquire");
+    let pending = {
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            waiter
+                .acquire(
+                    &name,
+                    Acquire::ttl(Duration::from_secs(30)).wait(Duration::from_secs(20)),
+                )
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let keys = loop {
+        let keys = line(&mut raw, &prefix, name).await;
+        if keys.len() == 2 {
+            break keys;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the waiter never queued: {keys:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Let the waiter arm its watch after joining the line.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (raw, held, pending, keys)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_key_was_deleted_is_not_granted_when_the_holder_leaves() {
+    // The only waiter is granted from its watch, without reading again; it must
+    // still notice that its own key went first (an operator's delete).
+    let (mut raw, mut held, pending, keys) = holder_and_one_waiter("deleted-waiter").await;
+    raw.delete(keys[1].clone(), None).await.expect("delete");
+    held.release().await.expect("release");
+    let result = pending.await.expect("task");
+    assert!(
+        matches!(result, Err(Error::LeaseLost { .. })),
+        "a waiter without a key got {result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_key_goes_with_the_holders_in_one_revision_is_not_granted() {
+    // Both deletions in one transaction, the holder's listed first: one answer of
+    // the watch carries both, and the waiter must weigh them together.
+    let (mut raw, held, pending, keys) = holder_and_one_waiter("one-revision").await;
+    let both = etcd_client::Txn::new().and_then([
+        etcd_client::TxnOp::delete(keys[0].clone(), None),
+        etcd_client::TxnOp::delete(keys[1].clone(), None),
+    ]);
+    raw.txn(both).await.expect("txn");
+    let result = pending.await.expect("task");
+    assert!(
+        matches!(result, Err(Error::LeaseLost { .. })),
+        "a waiter without a key got {result:?}"
+    );
+    held.leave_to_expire();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_break_with_a_waiter_in_line_grants_nobody_stale() {
+    // `force_release` revokes every lease in line, in key order: the waiter's may go
+    // before or after the holder's. Either way the waiter must not come out holding.
+    let (mut raw, held, pending, keys) = holder_and_one_waiter("break-in-line").await;
+    let url = shared_etcd_url().await;
+    let prefix = String::from_utf8(keys[0].clone()).expect("utf-8");
+    let prefix = &prefix[..prefix.find("break-in-line/").expect("dir")];
+    let admin = EtcdLock::connect(&format!("{url}/{prefix}"))
+        .await
+        .expect("connect");
+    assert!(admin.force_release("break-in-line").await.expect("break"));
+    let result = pending.await.expect("task");
+    assert!(
+        matches!(result, Err(Error::LeaseLost { .. })),
+        "the waiter came out of a broken line with {result:?}"
+    );
+    assert!(line(&mut raw, prefix, "break-in-line").await.is_empty());
+    held.leave_to_expire();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_waiter_is_granted_when_the_holder_releases() {
+    let (mut raw, mut held, pending, keys) = holder_and_one_waiter("handoff").await;
+    let holder_fence = held.fence();
+    held.release().await.expect("release");
+    let mut granted = pending
+        .await
+        .expect("task")
+        .expect("the waiter was not granted");
+    assert!(granted.fence() > holder_fence);
+    // It holds the key it queued with, now first in line.
+    let prefix = String::from_utf8(keys[0].clone()).expect("utf-8");
+    let prefix = &prefix[..prefix.find("handoff/").expect("dir")];
+    assert_eq!(
+        line(&mut raw, prefix, "handoff").await,
+        vec![keys[1].clone()]
+    );
+    granted.release().await.expect("release");
+}
