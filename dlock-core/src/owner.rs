@@ -38,6 +38,12 @@ impl OwnerId {
         OwnerId(bytes)
     }
 
+    /// An id from its raw bytes, for backends that give the bytes a structure
+    /// (uniqueness is then theirs to keep).
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        OwnerId(bytes)
+    }
+
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0

@@ -34,9 +34,10 @@ impl KeyLayout {
         format!("{}{}/", self.prefix, escape(key.as_str()))
     }
 
-    /// `[prefix]<escaped key>/<owner>`: one acquisition's place in line.
+    /// `[prefix]<escaped key>/<client><slot>`: one acquisition's place in line,
+    /// named after its owner's slot (see `owners`).
     pub(crate) fn entry(&self, key: &LockKey, owner: &OwnerId) -> String {
-        format!("{}{}", self.dir(key), owner)
+        format!("{}{}", self.dir(key), crate::owners::key_name(owner))
     }
 
     /// The election `name`: beside the lock directories.

@@ -7,6 +7,7 @@ mod endpoints;
 mod errors;
 mod keys;
 mod lock;
+mod owners;
 
 pub use config::{DEFAULT_PREFIX, EtcdConfig, EtcdConfigBuilder};
 pub use election::{EtcdElection, LeaderChanges, Leadership};

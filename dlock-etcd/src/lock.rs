@@ -21,6 +21,7 @@ use crate::{
     endpoints::Endpoints,
     errors::{from_etcd, is_lease_not_found},
     keys::KeyLayout,
+    owners::Owners,
 };
 
 /// etcd's lease TTLs are whole seconds, and it refuses very short ones.
@@ -38,6 +39,8 @@ struct Inner {
     config: EtcdConfig,
     /// Acquisitions this client has a key for: waiting in line or holding.
     places: Mutex<HashMap<OwnerId, Place>>,
+    /// Owner ids, and the key names they reuse.
+    owners: Owners,
     /// The number of places at which expired ones are swept out.
     sweep_at: std::sync::atomic::AtomicUsize,
 }
@@ -131,6 +134,7 @@ impl EtcdLock {
                 layout: KeyLayout::new(&config.prefix),
                 config,
                 places: Mutex::default(),
+                owners: Owners::new(),
                 sweep_at: std::sync::atomic::AtomicUsize::new(SWEEP_FLOOR),
             }),
         })
@@ -578,6 +582,7 @@ impl Lock for EtcdLock {
             // revoke succeeded, so a failed one is still cleaned up with the same owner.
             self.revoke(place.lease).await?;
             self.places().remove(req.owner);
+            self.inner.owners.give_back(req.owner);
             return Ok(Attempt::Busy {
                 wake: None,
                 retry_after: None,
@@ -635,12 +640,15 @@ impl Lock for EtcdLock {
 
     async fn release(&self, _key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
         let Some(place) = self.places().get(owner).copied() else {
+            // No lease was ever granted to it: no key either.
+            self.inner.owners.give_back(owner);
             return Ok(false);
         };
         if place.revision == 0 {
             // Whether the key exists is unknown: revoking the lease removes it if so.
             self.revoke(place.lease).await?;
             self.places().remove(owner);
+            self.inner.owners.give_back(owner);
             return Ok(false);
         }
         // Revoking the lease deletes our key in the same step; a lease etcd no longer
@@ -648,7 +656,12 @@ impl Lock for EtcdLock {
         // whoever holds the key now is left alone. On error the place stays, for a retry.
         let held = self.revoke(place.lease).await?;
         self.places().remove(owner);
+        self.inner.owners.give_back(owner);
         Ok(held)
+    }
+
+    fn new_owner(&self) -> OwnerId {
+        self.inner.owners.take()
     }
 
     fn operation_timeout(&self) -> Duration {

@@ -451,3 +451,71 @@ async fn the_only_waiter_is_granted_when_the_holder_releases() {
     );
     granted.release().await.expect("release");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_names_are_reused_once_their_keys_are_gone_and_stale_leases_stay_stale() {
+    // etcd keeps every deleted key name in its index until compaction, and joining
+    // the line reads the lock's directory: reusing names keeps that read short.
+    let url = shared_etcd_url().await;
+    let prefix = format!("dlock-edge-{}/", OwnerId::random());
+    let lock = EtcdLock::connect(&format!("{url}/{prefix}"))
+        .await
+        .expect("connect");
+    let mut raw = etcd_client::Client::connect([url.replace("etcd://", "http://")], None)
+        .await
+        .expect("connect");
+    let ttl = Duration::from_secs(30);
+    let mut names = std::collections::BTreeSet::new();
+    let mut owners = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let mut lease = lock
+            .acquire("reused", Acquire::ttl(ttl))
+            .await
+            .expect("acquire");
+        names.extend(line(&mut raw, &prefix, "reused").await);
+        owners.insert(lease.owner());
+        lease.release().await.expect("release");
+    }
+    assert_eq!(names.len(), 1, "names: {names:?}");
+    assert_eq!(
+        owners.len(),
+        20,
+        "owner ids must stay unique per acquisition"
+    );
+
+    // Two acquisitions alive at once never share a name.
+    let first = lock.acquire("a", Acquire::ttl(ttl)).await.expect("acquire");
+    let second = lock.acquire("b", Acquire::ttl(ttl)).await.expect("acquire");
+    let a = line(&mut raw, &prefix, "a").await;
+    let b = line(&mut raw, &prefix, "b").await;
+    assert_ne!(
+        a[0].rsplit(|c| *c == b'/').next(),
+        b[0].rsplit(|c| *c == b'/').next()
+    );
+    drop((first, second));
+
+    // A released lease whose name the next acquisition reuses cannot write fenced.
+    let mut old = lock
+        .acquire("fenced", Acquire::ttl(ttl))
+        .await
+        .expect("acquire");
+    old.release().await.expect("release");
+    let mut new = lock
+        .acquire("fenced", Acquire::ttl(ttl))
+        .await
+        .expect("acquire");
+    assert!(new.fence() > old.fence());
+    assert!(
+        !lock
+            .put_if_held(&old, "order", b"stale")
+            .await
+            .expect("put"),
+        "a stale lease wrote through a reused name"
+    );
+    assert!(
+        lock.put_if_held(&new, "order", b"fresh")
+            .await
+            .expect("put")
+    );
+    new.release().await.expect("release");
+}
