@@ -135,17 +135,8 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
     );
     let queue_up = Duration::from_millis(50);
     let handoff = handoff(&lock, 100, queue_up).await;
-    // The handoff's release comes after the connection sat idle while the waiter
-    // queued, and on this VM a write after a pause costs about twice a write right
-    // after another: compare with a write after the same pause as well.
-    let mut cold_write_lat = Vec::with_capacity(100);
-    for _ in 0..100 {
-        tokio::time::sleep(queue_up).await;
-        let start = std::time::Instant::now();
-        floor.write("bench/raw-write").await;
-        cold_write_lat.push(start.elapsed());
-    }
-    cold_write_lat.sort();
+    let cold_write_lat =
+        latencies_after_pause(100, queue_up, || floor.write("bench/raw-write")).await;
     row(
         "floor: one write after a 50 ms pause",
         0.0,

@@ -50,6 +50,29 @@ where
     samples
 }
 
+/// Latencies of `op`, each run after sleeping `pause` (not counted): the unit a
+/// handoff compares with, since its release also comes after an idle connection
+/// (on this VM a request after a pause costs about twice one right after another).
+pub(crate) async fn latencies_after_pause<F, Fut>(
+    n: usize,
+    pause: Duration,
+    mut op: F,
+) -> Vec<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        tokio::time::sleep(pause).await;
+        let start = Instant::now();
+        op().await;
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    samples
+}
+
 pub(crate) struct ManyTasks {
     pub(crate) rate: f64,
 }

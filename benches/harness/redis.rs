@@ -123,17 +123,28 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         one_key.min,
         one_key.max as f64 / one_key.min.max(1) as f64
     );
-    let handoff = handoff(&lock, 300, Duration::from_millis(10)).await;
+    let queue_up = Duration::from_millis(10);
+    let handoff = handoff(&lock, 300, queue_up).await;
+    let cold_single_lat =
+        latencies_after_pause(300, queue_up, || floor.single("bench:raw-single")).await;
+    row(
+        "floor: one command after a 10 ms pause",
+        0.0,
+        Some(&cold_single_lat),
+        None,
+    );
     row(
         "handoff (release -> next holder)",
         0.0,
         Some(&handoff),
         None,
     );
+    let p50 = |xs: &[Duration]| percentile(xs, 0.5).as_secs_f64();
     println!(
-        "{:<44} handoff p50 / one command p50 = {:.1}x",
+        "{:<44} handoff p50 / one command p50 = {:.1}x; / one command after the same pause = {:.1}x",
         "",
-        percentile(&handoff, 0.5).as_secs_f64() / percentile(&single_lat, 0.5).as_secs_f64()
+        p50(&handoff) / p50(&single_lat),
+        p50(&handoff) / p50(&cold_single_lat),
     );
     println!(
         "\ntargets: uncontended >= 0.9x floor; 8 tasks >= 0.7x uncontended, p99 wait <= 20x raw pair p50,"
