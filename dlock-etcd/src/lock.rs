@@ -12,8 +12,8 @@ use dlock_core::{
     Lock, LockKey, MAX_REPRESENTABLE_TTL, OwnerId, WakeSignal,
 };
 use etcd_client::{
-    Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, SortOrder, SortTarget,
-    Txn, TxnOp, TxnOpResponse,
+    Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
+    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 
 use crate::{
@@ -179,26 +179,30 @@ impl EtcdLock {
         Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
-    /// Breaks the lock on `key`: revokes the lease of its holder and of every waiter,
-    /// which deletes their keys, as an operator breaking a stuck lock would. Their
-    /// next extension or release finds the lease gone (`LeaseLost`) and their `lost()`
-    /// fires. Returns whether there was anything to break.
+    /// Breaks the lock on `key`, as an operator breaking a stuck lock would: deletes
+    /// the keys of its holder and of every waiter in one step (one revision, so no
+    /// waiter sees the holder go before itself and takes over), then revokes their
+    /// leases. Their next extension or release finds the lease gone (`LeaseLost`) and
+    /// their `lost()` fires. Returns whether there was anything to break.
     ///
     /// Deleting the keys by hand (etcdctl) instead leaves the leases alive: holders
     /// then notice at their next extension, but a release cannot tell.
     pub async fn force_release(&self, key: &str) -> Result<bool, Error> {
         let key = LockKey::new(key)?;
         let dir = self.inner.layout.dir(&key);
-        let answer = self
+        let deleted = self
             .inner
             .endpoints
             .call(|mut c| async move {
-                c.get(dir, Some(GetOptions::new().with_prefix().with_keys_only()))
-                    .await
-                    .map_err(from_etcd)
+                c.delete(
+                    dir,
+                    Some(DeleteOptions::new().with_prefix().with_prev_key()),
+                )
+                .await
+                .map_err(from_etcd)
             })
             .await?;
-        let leases: Vec<i64> = answer.kvs().iter().map(|kv| kv.lease()).collect();
+        let leases: Vec<i64> = deleted.prev_kvs().iter().map(|kv| kv.lease()).collect();
         for lease in &leases {
             self.revoke(*lease).await?;
         }

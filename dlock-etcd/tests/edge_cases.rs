@@ -413,8 +413,8 @@ async fn a_waiter_whose_key_goes_with_the_holders_in_one_revision_is_not_granted
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_break_with_a_waiter_in_line_grants_nobody_stale() {
-    // `force_release` revokes every lease in line, in key order: the waiter's may go
-    // before or after the holder's. Either way the waiter must not come out holding.
+    // `force_release` deletes every key in line in one revision: the waiter sees the
+    // holder's key and its own go together, and must not come out holding.
     let (mut raw, held, pending, keys) = holder_and_one_waiter("break-in-line").await;
     let url = shared_etcd_url().await;
     let prefix = String::from_utf8(keys[0].clone()).expect("utf-8");
