@@ -1,4 +1,4 @@
-//! The key layout in etcd: `[prefix]<escaped key>/<owner>`, one directory per lock
+//! The key layout in etcd: `[prefix]<escaped key>/<client><slot>`, one directory per lock
 //! key holding its holder and its waiters, ordered by create revision.
 
 use dlock_core::{LockKey, OwnerId};
