@@ -210,11 +210,7 @@ async fn wait_for_grant(
         queue,
         sent,
     };
-    let attempt = match lock.attempt_now(request) {
-        Some(answer) => answer,
-        None => bounded("acquire", lock.operation_timeout(), lock.attempt(request)).await,
-    };
-    match attempt {
+    match send_attempt(lock, request).await {
         Ok(Attempt::Acquired { fence, valid_from }) => {
             Ok(Some(cleanup.granted(fence, valid_from, sent)))
         }
@@ -223,6 +219,15 @@ async fn wait_for_grant(
             Ok(None)
         }
         first => Box::pin(keep_trying(backend, opts, cleanup, first, sent)).await,
+    }
+}
+
+/// One attempt: answered at once by a backend that needs no I/O, otherwise awaited
+/// within the operation timeout.
+async fn send_attempt(lock: &DynLock, request: AttemptRequest<'_>) -> Result<Attempt, Error> {
+    match lock.attempt_now(request) {
+        Some(answer) => answer,
+        None => bounded("acquire", lock.operation_timeout(), lock.attempt(request)).await,
     }
 }
 
@@ -257,7 +262,6 @@ async fn keep_trying(
         Wait::No | Wait::Forever => None,
     };
     let queue = opts.wait_value() != Wait::No;
-    let op_timeout = lock.operation_timeout();
     let mut backoff: Option<DecorrelatedJitter> = None;
     let mut contended = false;
     let span = tracing::debug_span!("dlock.acquire.wait", backend, key = %key);
@@ -330,10 +334,7 @@ async fn keep_trying(
             sent,
         };
         cleanup.armed = true;
-        attempt = match lock.attempt_now(request) {
-            Some(answer) => answer,
-            None => bounded("acquire", op_timeout, lock.attempt(request)).await,
-        };
+        attempt = send_attempt(lock, request).await;
     }
 }
 
