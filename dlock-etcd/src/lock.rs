@@ -244,6 +244,13 @@ impl EtcdLock {
         self.inner.places.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `owner`'s acquisition is over and its key gone (or never made): forget its
+    /// place, and let its key name serve the next acquisition.
+    fn forget(&self, owner: &OwnerId) {
+        self.places().remove(owner);
+        self.inner.owners.give_back(owner);
+    }
+
     /// Refreshes `lease` once; `false` if etcd no longer has it.
     pub(crate) async fn refresh(&self, lease: i64) -> Result<bool, Error> {
         self.inner
@@ -481,7 +488,7 @@ impl EtcdLock {
         if !self.txn(both_there).await?.succeeded() {
             return Ok(Box::pin(async {}));
         }
-        let inner = Arc::clone(&self.inner);
+        let this = self.clone();
         Ok(Box::pin(async move {
             while let Ok(Some(answer)) = stream.message().await {
                 if answer.canceled() {
@@ -499,13 +506,11 @@ impl EtcdLock {
                     return;
                 }
                 if deleted(&predecessor.key) {
-                    if predecessor.only {
-                        let mut places = inner.places.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(place) = places.get_mut(&owner)
-                            && place.revision == revision
-                        {
-                            place.first_in_line = true;
-                        }
+                    if predecessor.only
+                        && let Some(place) = this.places().get_mut(&owner)
+                        && place.revision == revision
+                    {
+                        place.first_in_line = true;
                     }
                     return;
                 }
@@ -567,7 +572,6 @@ impl Lock for EtcdLock {
                 });
             }
             Some(place) if place.revision > 0 => self.look_again(req.key, req.owner, place).await?,
-            // A lease but no key yet: the first attempt's outcome was lost. Start over.
             // A lease but no known key: the first attempt's answer was lost.
             Some(place) => match self.recover(req.key, req.owner, place).await? {
                 Some(place) => self.look_again(req.key, req.owner, place).await?,
@@ -585,8 +589,7 @@ impl Lock for EtcdLock {
             // try_acquire leaves nothing behind. The place is forgotten only once the
             // revoke succeeded, so a failed one is still cleaned up with the same owner.
             self.revoke(place.lease).await?;
-            self.places().remove(req.owner);
-            self.inner.owners.give_back(req.owner);
+            self.forget(req.owner);
             return Ok(Attempt::Busy {
                 wake: None,
                 retry_after: None,
@@ -645,22 +648,20 @@ impl Lock for EtcdLock {
     async fn release(&self, _key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
         let Some(place) = self.places().get(owner).copied() else {
             // No lease was ever granted to it: no key either.
-            self.inner.owners.give_back(owner);
+            self.forget(owner);
             return Ok(false);
         };
         if place.revision == 0 {
             // Whether the key exists is unknown: revoking the lease removes it if so.
             self.revoke(place.lease).await?;
-            self.places().remove(owner);
-            self.inner.owners.give_back(owner);
+            self.forget(owner);
             return Ok(false);
         }
         // Revoking the lease deletes our key in the same step; a lease etcd no longer
         // has (expired, or revoked by `force_release`) means the lock was lost, and
         // whoever holds the key now is left alone. On error the place stays, for a retry.
         let held = self.revoke(place.lease).await?;
-        self.places().remove(owner);
-        self.inner.owners.give_back(owner);
+        self.forget(owner);
         Ok(held)
     }
 
