@@ -126,13 +126,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         Some(&one_key.waits),
         Some(one_key.rate / ours),
     );
-    println!(
-        "{:<44} busiest/least busy task = {} / {} = {:.2}x",
-        "  fairness",
-        one_key.max,
-        one_key.min,
-        one_key.max as f64 / one_key.min.max(1) as f64
-    );
+    println!("{:<44} {}", "  fairness", one_key.fairness());
     let queue_up = Duration::from_millis(50);
     let handoff = handoff(&lock, 100, queue_up).await;
     let cold_write_lat =
@@ -144,12 +138,6 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         None,
     );
     row("handoff through the watch", 0.0, Some(&handoff), None);
-    let p50 = |xs: &[Duration]| percentile(xs, 0.5).as_secs_f64();
-    println!(
-        "{:<44} handoff p50 / one write p50 = {:.1}x; / one write after the same pause = {:.1}x",
-        "",
-        p50(&handoff) / p50(&write_lat),
-        p50(&handoff) / p50(&cold_write_lat),
-    );
+    print_handoff_ratios("write", &handoff, &write_lat, &cold_write_lat);
     println!("\ntargets: lease per lock >= 0.9x floor 2; handoff p50 <= 2x one write.");
 }

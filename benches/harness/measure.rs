@@ -116,6 +116,35 @@ pub(crate) struct Contended {
     pub(crate) min: u64,
 }
 
+impl Contended {
+    /// How evenly the tasks were served: "busiest/least busy task = a / b = r".
+    pub(crate) fn fairness(&self) -> String {
+        format!(
+            "busiest/least busy task = {} / {} = {:.2}x",
+            self.max,
+            self.min,
+            self.max as f64 / self.min.max(1) as f64
+        )
+    }
+}
+
+/// Prints a handoff's p50 against one `unit` right after another (`hot`) and one
+/// after the same pause the waiter had to queue (`after_pause`).
+pub(crate) fn print_handoff_ratios(
+    unit: &str,
+    handoff: &[Duration],
+    hot: &[Duration],
+    after_pause: &[Duration],
+) {
+    let p50 = |xs: &[Duration]| percentile(xs, 0.5).as_secs_f64();
+    println!(
+        "{:<44} handoff p50 / one {unit} p50 = {:.1}x; / one {unit} after the same pause = {:.1}x",
+        "",
+        p50(handoff) / p50(hot),
+        p50(handoff) / p50(after_pause),
+    );
+}
+
 pub(crate) async fn contended(lock: &DynLock, tasks: usize, window: Duration) -> Contended {
     let deadline = Instant::now() + window;
     let start = Instant::now();

@@ -101,13 +101,7 @@ pub(crate) async fn report(config: &Config) {
         Some(&one_key.waits),
         Some(one_key.rate / lock_rate),
     );
-    println!(
-        "{:<44} busiest/least busy task = {} / {} = {:.2}x",
-        "  fairness",
-        one_key.max,
-        one_key.min,
-        one_key.max as f64 / one_key.min.max(1) as f64
-    );
+    println!("{:<44} {}", "  fairness", one_key.fairness());
 
     let handoff = handoff(&lock, config.iterations / 100, Duration::from_micros(200)).await;
     row(

@@ -116,12 +116,10 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
     );
     let raw_p50 = percentile(&floor_lat, 0.5);
     println!(
-        "{:<44} p99 wait / raw pair p50 = {:.1}x; busiest/least busy task = {} / {} = {:.2}x",
+        "{:<44} p99 wait / raw pair p50 = {:.1}x; {}",
         "  one key",
         percentile(&one_key.waits, 0.99).as_secs_f64() / raw_p50.as_secs_f64(),
-        one_key.max,
-        one_key.min,
-        one_key.max as f64 / one_key.min.max(1) as f64
+        one_key.fairness()
     );
     let queue_up = Duration::from_millis(10);
     let handoff = handoff(&lock, 300, queue_up).await;
@@ -139,13 +137,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         Some(&handoff),
         None,
     );
-    let p50 = |xs: &[Duration]| percentile(xs, 0.5).as_secs_f64();
-    println!(
-        "{:<44} handoff p50 / one command p50 = {:.1}x; / one command after the same pause = {:.1}x",
-        "",
-        p50(&handoff) / p50(&single_lat),
-        p50(&handoff) / p50(&cold_single_lat),
-    );
+    print_handoff_ratios("command", &handoff, &single_lat, &cold_single_lat);
     println!(
         "\ntargets: uncontended >= 0.9x floor; 8 tasks >= 0.7x uncontended, p99 wait <= 20x raw pair p50,"
     );
