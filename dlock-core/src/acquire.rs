@@ -1,7 +1,7 @@
 //! The machinery every backend shares: waiting, deadlines, cancellation safety,
 //! and the conveniences users call (`acquire`, `try_acquire`, `with_lock`).
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tracing::Instrument;
 
@@ -9,7 +9,7 @@ use crate::{
     Acquire, Attempt, AttemptRequest, BootInstant, DynLock, Error, Lease, LeaseHandle, Lock,
     LockKey, OwnerId, Wait,
     call::bounded,
-    lease::Granted,
+    lease::Grant,
     metrics::{self, AcquireOutcome},
     options::DEFAULT_KEEP_ALIVE,
     reliability::DecorrelatedJitter,
@@ -50,13 +50,14 @@ pub trait LockExt {
         opts: Acquire,
     ) -> impl Future<Output = Result<Lease, Error>> + Send + 'static {
         let (lock, key) = (self.to_dyn(), LockKey::new(key));
-        // The inner future is built in place on first poll, not built here and moved.
         async move {
-            acquire_lease(lock, key, opts)
-                .await?
-                .ok_or_else(|| Error::Timeout {
-                    waited: Duration::ZERO,
-                })
+            let lease = match start(lock, key, opts)? {
+                Started::Done(lease) => lease,
+                Started::Waiting(rest) => rest.await?,
+            };
+            lease.ok_or(Error::Timeout {
+                waited: Duration::ZERO,
+            })
         }
     }
 
@@ -76,7 +77,13 @@ pub trait LockExt {
         key: &str,
         opts: Acquire,
     ) -> impl Future<Output = Result<Option<Lease>, Error>> + Send + 'static {
-        acquire_lease(self.to_dyn(), LockKey::new(key), opts.wait_mode(Wait::No))
+        let (lock, key) = (self.to_dyn(), LockKey::new(key));
+        async move {
+            match start(lock, key, opts.wait_mode(Wait::No))? {
+                Started::Done(lease) => Ok(lease),
+                Started::Waiting(rest) => rest.await,
+            }
+        }
     }
 
     /// Runs `work` while holding the lock on `key`, with keep-alive on (at a third of
@@ -132,33 +139,73 @@ impl LockExt for DynLock {
     }
 }
 
-/// Releases with the same owner id when an acquisition ends without a lease:
-/// cancelled (future dropped), timed out, or failed with its outcome unknown.
-struct CleanupOnDrop<'a> {
-    lock: &'a DynLock,
-    key: &'a LockKey,
-    owner: OwnerId,
-    armed: bool,
+/// Where an acquisition stands after its first poll.
+enum Started {
+    /// Answered in process: granted, or busy for a caller that does not wait.
+    Done(Option<Lease>),
+    /// A networked attempt or a wait: the rest, boxed, so its timers, backoff and
+    /// span stay out of the common path's future.
+    Waiting(Pin<Box<dyn Future<Output = Result<Option<Lease>, Error>> + Send>>),
 }
 
-impl Drop for CleanupOnDrop<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            Arc::clone(self.lock).release_in_background(self.key.clone(), self.owner);
-        }
-    }
-}
-
-/// `Ok(None)`: busy and not waiting (`Wait::No`).
-async fn acquire_lease(
+/// The start of every acquisition, in plain code: validation, then the first
+/// attempt. An in-process backend answers it at once, and its usual answers finish
+/// here with no await in between: nothing to cancel, nothing to clean up, and no
+/// future state to carry.
+fn start(
     lock: DynLock,
     key: Result<LockKey, crate::InvalidInput>,
     opts: Acquire,
-) -> Result<Option<Lease>, Error> {
+) -> Result<Started, Error> {
     let caps = lock.capabilities();
     let key = key?;
     opts.validate(&caps)?;
-    let outcome = wait_for_grant(&lock, caps.name, &key, &opts).await;
+    let sent = BootInstant::now();
+    let queue = opts.wait_value() != Wait::No;
+    let owner = lock.new_owner();
+    let request = AttemptRequest {
+        key: &key,
+        owner: &owner,
+        ttl: opts.ttl_value(),
+        queue,
+        sent,
+    };
+    let first = match lock.attempt_now(request) {
+        Some(Ok(Attempt::Acquired { fence, valid_from })) => {
+            let grant = grant(owner, fence, valid_from, sent);
+            return finish(lock, &caps, key, &opts, Ok(Some(grant))).map(Started::Done);
+        }
+        Some(Ok(Attempt::Busy { .. })) if !queue => {
+            return finish(lock, &caps, key, &opts, Ok(None)).map(Started::Done);
+        }
+        // Queued, or failed with the outcome unknown: the backend may hold
+        // something for us from here on.
+        Some(answer) => Some(answer),
+        None => None,
+    };
+    let acquisition = Acquisition {
+        lock,
+        key,
+        owner,
+        armed: true,
+    };
+    Ok(Started::Waiting(Box::pin(acquire_slowly(
+        acquisition,
+        caps,
+        opts,
+        sent,
+        first,
+    ))))
+}
+
+/// Counts the outcome and, if granted, starts the lease.
+fn finish(
+    lock: DynLock,
+    caps: &crate::Capabilities,
+    key: LockKey,
+    opts: &Acquire,
+    outcome: Result<Option<Grant>, Error>,
+) -> Result<Option<Lease>, Error> {
     let label = match &outcome {
         Ok(Some(_)) => AcquireOutcome::Acquired,
         Ok(None) => AcquireOutcome::Busy,
@@ -166,60 +213,53 @@ async fn acquire_lease(
         Err(_) => AcquireOutcome::Error,
     };
     metrics::acquire_outcome(caps.name, label);
-    let Some((owner, fence, sent)) = outcome? else {
-        return Ok(None);
-    };
-    Ok(Some(Lease::start(Granted {
-        lock,
-        caps,
-        key,
-        owner,
-        fence,
-        ttl: opts.ttl_value(),
-        sent,
-        keep_alive: opts.keep_alive_value(),
-    })))
+    Ok(outcome?.map(|grant| Lease::start(lock, caps, key, grant, opts)))
 }
 
-/// What a successful acquisition hands to the lease: its owner id, its token, and
-/// when the server's TTL started at the earliest.
-type Grant = (OwnerId, crate::FenceToken, BootInstant);
+/// An acquisition past its first answer. While armed, the backend may hold
+/// something for it (a grant whose answer was lost, a place in the queue), so
+/// dropping it (cancelled, timed out, failed) releases with the same owner id. It
+/// is armed before the networked first request goes out.
+struct Acquisition {
+    lock: DynLock,
+    key: LockKey,
+    owner: OwnerId,
+    armed: bool,
+}
 
-/// The first attempt, inline: the uncontended path is this and nothing more. Only a
-/// caller that has to wait enters the (boxed) loop, so the timers, backoff and span
-/// stay out of the common path's future.
-async fn wait_for_grant(
-    lock: &DynLock,
-    backend: &'static str,
-    key: &LockKey,
-    opts: &Acquire,
-) -> Result<Option<Grant>, Error> {
-    let sent = BootInstant::now();
-    let queue = opts.wait_value() != Wait::No;
-    let mut cleanup = CleanupOnDrop {
-        lock,
-        key,
-        owner: lock.new_owner(),
-        // From here until a definite answer, the backend may hold something for us.
-        armed: true,
-    };
-    let request = AttemptRequest {
-        key,
-        owner: &cleanup.owner,
-        ttl: opts.ttl_value(),
-        queue,
-        sent,
-    };
-    match send_attempt(lock, request).await {
-        Ok(Attempt::Acquired { fence, valid_from }) => {
-            Ok(Some(cleanup.granted(fence, valid_from, sent)))
+impl Drop for Acquisition {
+    fn drop(&mut self) {
+        if self.armed {
+            Arc::clone(&self.lock).release_in_background(self.key.clone(), self.owner);
         }
-        Ok(Attempt::Busy { .. }) if !queue => {
-            cleanup.armed = false;
-            Ok(None)
-        }
-        first => Box::pin(keep_trying(backend, opts, cleanup, first, sent)).await,
     }
+}
+
+/// The networked first attempt (when `first` is `None`), then the wait if any.
+async fn acquire_slowly(
+    mut acquisition: Acquisition,
+    caps: crate::Capabilities,
+    opts: Acquire,
+    sent: BootInstant,
+    first: Option<Result<Attempt, Error>>,
+) -> Result<Option<Lease>, Error> {
+    let first = match first {
+        Some(answer) => answer,
+        None => {
+            let request = AttemptRequest {
+                key: &acquisition.key,
+                owner: &acquisition.owner,
+                ttl: opts.ttl_value(),
+                queue: opts.wait_value() != Wait::No,
+                sent,
+            };
+            let lock = &acquisition.lock;
+            bounded("acquire", lock.operation_timeout(), lock.attempt(request)).await
+        }
+    };
+    let outcome = keep_trying(&mut acquisition, caps.name, &opts, first, sent).await;
+    let (lock, key) = (Arc::clone(&acquisition.lock), acquisition.key.clone());
+    finish(lock, &caps, key, &opts, outcome)
 }
 
 /// One attempt: answered at once by a backend that needs no I/O, otherwise awaited
@@ -231,32 +271,29 @@ async fn send_attempt(lock: &DynLock, request: AttemptRequest<'_>) -> Result<Att
     }
 }
 
-impl CleanupOnDrop<'_> {
-    fn granted(
-        mut self,
-        fence: crate::FenceToken,
-        valid_from: Option<BootInstant>,
-        sent: BootInstant,
-    ) -> Grant {
-        self.armed = false;
-        // Validity counts from the earlier of the two: never past the server's.
-        (
-            self.owner,
-            fence,
-            valid_from.map_or(sent, |from| from.min(sent)),
-        )
+/// What a grant hands the lease. Validity counts from the earlier of the send time
+/// and the server's countdown: never past the server's.
+fn grant(
+    owner: OwnerId,
+    fence: crate::FenceToken,
+    valid_from: Option<BootInstant>,
+    sent: BootInstant,
+) -> Grant {
+    Grant {
+        owner,
+        fence,
+        valid_from: valid_from.map_or(sent, |from| from.min(sent)),
     }
 }
 
 /// Waits and retries until granted, the deadline passes, or the backend fails for good.
 async fn keep_trying(
+    acquisition: &mut Acquisition,
     backend: &'static str,
     opts: &Acquire,
-    mut cleanup: CleanupOnDrop<'_>,
     mut attempt: Result<Attempt, Error>,
     started: BootInstant,
 ) -> Result<Option<Grant>, Error> {
-    let (lock, key) = (cleanup.lock, cleanup.key);
     let deadline = match opts.wait_value() {
         Wait::For(limit) => Some(started.saturating_add(limit)),
         Wait::No | Wait::Forever => None,
@@ -264,27 +301,23 @@ async fn keep_trying(
     let queue = opts.wait_value() != Wait::No;
     let mut backoff: Option<DecorrelatedJitter> = None;
     let mut contended = false;
-    let span = tracing::debug_span!("dlock.acquire.wait", backend, key = %key);
+    let span = tracing::debug_span!("dlock.acquire.wait", backend, key = %acquisition.key);
     let mut sent = started;
     loop {
         let pause = match attempt {
             Ok(Attempt::Acquired { fence, valid_from }) => {
                 if contended {
-                    metrics::acquire_wait(
-                        backend,
-                        BootInstant::now()
-                            .saturating_duration_since(started)
-                            .as_secs_f64(),
-                    );
+                    metrics::acquire_wait(backend, BootInstant::now().secs_since(started));
                 }
-                return Ok(Some(cleanup.granted(fence, valid_from, sent)));
+                acquisition.armed = false;
+                return Ok(Some(grant(acquisition.owner, fence, valid_from, sent)));
             }
             Ok(Attempt::Busy { .. }) if !queue => {
-                cleanup.armed = false;
+                acquisition.armed = false;
                 return Ok(None);
             }
             Ok(Attempt::Busy { wake, retry_after }) => {
-                // Queued backends keep our place, so the cleanup stays armed.
+                // Queued backends keep our place, so the acquisition stays armed.
                 if !contended {
                     contended = true;
                     metrics::contended(backend);
@@ -303,9 +336,9 @@ async fn keep_trying(
             }
             // The outcome is unknown: retry with the same owner id (attempts are
             // idempotent per owner) while a finite wait allows; otherwise give up, and
-            // the armed cleanup releases whatever the request may have taken.
+            // the armed acquisition releases whatever the request may have taken.
             Err(e) if e.is_retryable() && deadline.is_some() => {
-                tracing::debug!(backend, key = %key, error = %e, "acquire attempt failed; retrying");
+                tracing::debug!(backend, key = %acquisition.key, error = %e, "acquire attempt failed; retrying");
                 let delay = backoff
                     .get_or_insert_with(|| DecorrelatedJitter::new(POLL_BASE, POLL_MAX))
                     .next()
@@ -326,15 +359,15 @@ async fn keep_trying(
         };
         pause.wait(left).instrument(span.clone()).await;
         sent = BootInstant::now();
+        acquisition.armed = true;
         let request = AttemptRequest {
-            key,
-            owner: &cleanup.owner,
+            key: &acquisition.key,
+            owner: &acquisition.owner,
             ttl: opts.ttl_value(),
             queue,
             sent,
         };
-        cleanup.armed = true;
-        attempt = send_attempt(lock, request).await;
+        attempt = send_attempt(&acquisition.lock, request).await;
     }
 }
 

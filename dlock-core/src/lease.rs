@@ -18,9 +18,14 @@ use crate::{
     options::validate_ttl,
 };
 
-/// What a lease and its keep-alive task share.
+/// What a lease, its handles and its keep-alive task share. The fixed facts live
+/// here too, so a `Lease` is a few words to move around.
 struct LeaseState {
     backend: &'static str,
+    key: LockKey,
+    owner: OwnerId,
+    fence: FenceToken,
+    acquired_at: BootInstant,
     /// `valid_until` as nanoseconds on the lease clock.
     valid_until: AtomicU64,
     ttl_nanos: AtomicU64,
@@ -108,11 +113,6 @@ impl LeaseState {
 /// TTL frees the key.
 pub struct Lease {
     lock: DynLock,
-    key: LockKey,
-    owner: OwnerId,
-    fence: FenceToken,
-    drift: Duration,
-    acquired_at: BootInstant,
     state: Arc<LeaseState>,
     keep_alive: Option<JoinHandle<()>>,
     released: bool,
@@ -122,53 +122,53 @@ pub struct Lease {
 /// token, and its lost signal. It cannot release or extend the lease.
 #[derive(Clone)]
 pub struct LeaseHandle {
-    key: LockKey,
-    fence: FenceToken,
     state: Arc<LeaseState>,
 }
 
-/// How a fresh lease starts: everything the acquisition learned.
-pub(crate) struct Granted {
-    pub(crate) lock: DynLock,
-    pub(crate) caps: crate::Capabilities,
-    pub(crate) key: LockKey,
+/// What a successful acquisition hands to the lease.
+pub(crate) struct Grant {
     pub(crate) owner: OwnerId,
     pub(crate) fence: FenceToken,
-    pub(crate) ttl: Duration,
-    /// When the successful attempt was sent: the server's TTL started no earlier.
-    pub(crate) sent: BootInstant,
-    pub(crate) keep_alive: Option<f64>,
+    /// When the server's TTL started, at the earliest: validity counts from here.
+    pub(crate) valid_from: BootInstant,
 }
 
 impl Lease {
-    pub(crate) fn start(granted: Granted) -> Lease {
-        let Granted {
-            lock,
-            caps,
-            key,
+    /// Passed by parts and by reference: this is on every acquisition's path, and
+    /// moving a large struct through it cost more than the rest of the call.
+    pub(crate) fn start(
+        lock: DynLock,
+        caps: &crate::Capabilities,
+        key: LockKey,
+        grant: Grant,
+        opts: &crate::Acquire,
+    ) -> Lease {
+        let Grant {
             owner,
             fence,
-            ttl,
-            sent,
-            keep_alive,
-        } = granted;
+            valid_from: sent,
+        } = grant;
+        let ttl = opts.ttl_value();
         let drift = caps.drift(ttl);
         let state = Arc::new(LeaseState {
             backend: caps.name,
+            key,
+            owner,
+            fence,
+            acquired_at: sent,
             valid_until: AtomicU64::new(sent.saturating_add(ttl).saturating_sub(drift).as_nanos()),
             ttl_nanos: AtomicU64::new(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
             newest_extension: std::sync::Mutex::new(sent),
             lost: AtomicBool::new(false),
             changed: Notify::new(),
         });
-        let keep_alive = keep_alive.map(|fraction| {
-            let span = tracing::debug_span!("dlock.keep_alive", backend = caps.name, key = %key);
+        let keep_alive = opts.keep_alive_value().map(|fraction| {
+            let span =
+                tracing::debug_span!("dlock.keep_alive", backend = caps.name, key = %state.key);
             tokio::spawn(tracing::Instrument::instrument(
                 keep_alive_task(KeepAlive {
                     lock: Arc::clone(&lock),
-                    key: key.clone(),
-                    owner,
-                    drift_of: caps,
+                    drift_of: *caps,
                     state: Arc::clone(&state),
                     fraction,
                     last_extended: sent,
@@ -178,11 +178,6 @@ impl Lease {
         });
         Lease {
             lock,
-            key,
-            owner,
-            fence,
-            drift,
-            acquired_at: sent,
             state,
             keep_alive,
             released: false,
@@ -191,17 +186,17 @@ impl Lease {
 
     /// The lock key.
     pub fn key(&self) -> &str {
-        self.key.as_str()
+        self.state.key.as_str()
     }
 
     /// The fencing token issued with this lease.
     pub fn fence(&self) -> FenceToken {
-        self.fence
+        self.state.fence
     }
 
     /// The id the backend stores as this lease's holder.
     pub fn owner(&self) -> OwnerId {
-        self.owner
+        self.state.owner
     }
 
     /// The TTL of the last grant or extension.
@@ -239,8 +234,6 @@ impl Lease {
     /// A cloneable view for the work done under this lease.
     pub fn handle(&self) -> LeaseHandle {
         LeaseHandle {
-            key: self.key.clone(),
-            fence: self.fence,
             state: Arc::clone(&self.state),
         }
     }
@@ -255,7 +248,7 @@ impl Lease {
     pub async fn extend_with(&mut self, ttl: Duration) -> Result<(), Error> {
         if self.released {
             return Err(Error::LeaseReleased {
-                key: self.key.to_string(),
+                key: self.key().to_owned(),
             });
         }
         validate_ttl(ttl, &self.lock.capabilities())?;
@@ -268,17 +261,14 @@ impl Lease {
         match bounded(
             "extend",
             budget,
-            self.lock.extend(&self.key, &self.owner, ttl),
+            self.lock.extend(&self.state.key, &self.state.owner, ttl),
         )
         .await
         {
             Ok(()) => {
-                self.drift = self.lock.capabilities().drift(ttl);
-                self.state.extended(
-                    sent,
-                    sent.saturating_add(ttl).saturating_sub(self.drift),
-                    ttl,
-                );
+                let drift = self.lock.capabilities().drift(ttl);
+                self.state
+                    .extended(sent, sent.saturating_add(ttl).saturating_sub(drift), ttl);
                 Ok(())
             }
             Err(e) => {
@@ -297,20 +287,16 @@ impl Lease {
     pub async fn release(&mut self) -> Result<(), Error> {
         if self.released {
             return Err(Error::LeaseReleased {
-                key: self.key.to_string(),
+                key: self.key().to_owned(),
             });
         }
         self.stop_keep_alive();
-        let held = match self.lock.release_now(&self.key, &self.owner) {
+        let (key, owner) = (&self.state.key, &self.state.owner);
+        let held = match self.lock.release_now(key, owner) {
             Some(answer) => answer?,
             None => {
                 let timeout = self.lock.operation_timeout();
-                bounded(
-                    "release",
-                    timeout,
-                    self.lock.release(&self.key, &self.owner),
-                )
-                .await?
+                bounded("release", timeout, self.lock.release(key, owner)).await?
             }
         };
         self.released = true;
@@ -335,7 +321,7 @@ impl Lease {
 
     fn lost_error(&self) -> Error {
         Error::LeaseLost {
-            key: self.key.to_string(),
+            key: self.key().to_owned(),
         }
     }
 
@@ -352,11 +338,7 @@ impl Lease {
     }
 
     fn record_hold(&self, now: BootInstant) {
-        metrics::hold(
-            self.state.backend,
-            now.saturating_duration_since(self.acquired_at)
-                .as_secs_f64(),
-        );
+        metrics::hold(self.state.backend, now.secs_since(self.state.acquired_at));
     }
 }
 
@@ -365,7 +347,7 @@ impl Drop for Lease {
         self.stop_keep_alive();
         if !self.released {
             self.record_hold(BootInstant::now());
-            Arc::clone(&self.lock).release_in_background(self.key.clone(), self.owner);
+            Arc::clone(&self.lock).release_in_background(self.state.key.clone(), self.state.owner);
         }
     }
 }
@@ -374,8 +356,8 @@ impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
             .field("backend", &self.state.backend)
-            .field("key", &self.key)
-            .field("fence", &self.fence)
+            .field("key", &self.state.key)
+            .field("fence", &self.state.fence)
             .field("remaining", &self.remaining())
             .field("keep_alive", &self.keep_alive.is_some())
             .field("released", &self.released)
@@ -386,12 +368,12 @@ impl fmt::Debug for Lease {
 impl LeaseHandle {
     /// The lock key.
     pub fn key(&self) -> &str {
-        self.key.as_str()
+        self.state.key.as_str()
     }
 
     /// The fencing token issued with the lease.
     pub fn fence(&self) -> FenceToken {
-        self.fence
+        self.state.fence
     }
 
     /// Not lost and not past `valid_until` (a released lease still reads as valid here).
@@ -413,16 +395,14 @@ impl LeaseHandle {
 impl fmt::Debug for LeaseHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeaseHandle")
-            .field("key", &self.key)
-            .field("fence", &self.fence)
+            .field("key", &self.state.key)
+            .field("fence", &self.state.fence)
             .finish_non_exhaustive()
     }
 }
 
 struct KeepAlive {
     lock: DynLock,
-    key: LockKey,
-    owner: OwnerId,
     drift_of: crate::Capabilities,
     state: Arc<LeaseState>,
     fraction: f64,
@@ -456,7 +436,13 @@ async fn keep_alive_task(mut ka: KeepAlive) {
         let sent = BootInstant::now();
         let left = ka.state.valid_until().saturating_duration_since(sent);
         let budget = ka.lock.operation_timeout().min(left);
-        match bounded("extend", budget, ka.lock.extend(&ka.key, &ka.owner, ttl)).await {
+        match bounded(
+            "extend",
+            budget,
+            ka.lock.extend(&ka.state.key, &ka.state.owner, ttl),
+        )
+        .await
+        {
             Ok(()) => {
                 let valid_until = sent
                     .saturating_add(ttl)
@@ -466,13 +452,13 @@ async fn keep_alive_task(mut ka: KeepAlive) {
                 next = sent.saturating_add(ttl.mul_f64(ka.fraction));
             }
             Err(e) if e.is_lease_lost() => {
-                tracing::warn!(key = %ka.key, "keep-alive found the lease gone");
+                tracing::warn!(key = %ka.state.key, "keep-alive found the lease gone");
                 ka.state.mark_lost();
                 return;
             }
             Err(error) => {
                 metrics::extend_failed(ka.state.backend);
-                tracing::warn!(key = %ka.key, %error, "keep-alive extension failed; retrying");
+                tracing::warn!(key = %ka.state.key, %error, "keep-alive extension failed; retrying");
                 // Retry well before validity runs out, but do not spin.
                 let left = ka.state.valid_until().remaining();
                 next = BootInstant::now().saturating_add(retry_pause(left, ttl, ka.fraction));
