@@ -9,6 +9,7 @@
 //! cargo bench --bench harness --features redis -- --redis redis://127.0.0.1:6379
 //! cargo bench --bench harness --features etcd -- --etcd              # starts a test container
 //! cargo bench --bench harness -- --profile-uncontended # one memory loop, for perf
+//! cargo bench --bench harness -- --profile-floor       # the floor's loop alone, to compare
 //! ```
 
 use std::{sync::Arc, time::Duration};
@@ -47,6 +48,18 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if args.iter().any(|a| a == "--profile-floor") {
+        // The floor's loop alone: a profiler's count of its work, next to the lock's.
+        let floor = memory::Floor(std::sync::Mutex::new(std::collections::HashMap::new()));
+        runtime.block_on(async {
+            let r = rate(config.iterations * 10, || async {
+                floor.pair("bench:profile")
+            })
+            .await;
+            println!("{r:.0} floor pairs per second");
+        });
+        return;
+    }
     if args.iter().any(|a| a == "--profile-uncontended") {
         // Only the uncontended loop, for a profiler.
         let lock: DynLock = Arc::new(MemoryLock::new());

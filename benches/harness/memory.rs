@@ -11,10 +11,10 @@ use dlock::{Acquire, Attempt, AttemptRequest, BootInstant, DynLock, LockExt, Loc
 use crate::measure::*;
 
 /// The floor for the memory backend: what a lock table costs at the least.
-struct Floor(Mutex<HashMap<String, Instant>>);
+pub(crate) struct Floor(pub(crate) Mutex<HashMap<String, Instant>>);
 
 impl Floor {
-    fn pair(&self, key: &str) {
+    pub(crate) fn pair(&self, key: &str) {
         let mut map = self.0.lock().expect("poisoned");
         map.insert(key.to_string(), Instant::now() + TTL);
         map.remove(key);
