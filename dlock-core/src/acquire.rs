@@ -139,12 +139,13 @@ impl LockExt for DynLock {
     }
 }
 
-/// Where an acquisition stands after its first poll.
+/// Where an acquisition stands after [`start`].
 enum Started {
     /// Answered in process: granted, or busy for a caller that does not wait.
     Done(Option<Lease>),
-    /// A networked attempt or a wait: the rest, boxed, so its timers, backoff and
-    /// span stay out of the common path's future.
+    /// The rest, boxed, so its timers, backoff and span stay out of the common
+    /// path's future: a networked attempt, a wait, or an in-process attempt that
+    /// failed.
     Waiting(Pin<Box<dyn Future<Output = Result<Option<Lease>, Error>> + Send>>),
 }
 
@@ -216,10 +217,10 @@ fn finish(
     Ok(outcome?.map(|grant| Lease::start(lock, caps, key, grant, opts)))
 }
 
-/// An acquisition past its first answer. While armed, the backend may hold
-/// something for it (a grant whose answer was lost, a place in the queue), so
-/// dropping it (cancelled, timed out, failed) releases with the same owner id. It
-/// is armed before the networked first request goes out.
+/// An acquisition the backend may hold something for: a grant whose answer was
+/// lost, a place in the queue. While armed, dropping it (cancelled, timed out,
+/// failed) releases with the same owner id. It is armed before a networked first
+/// request goes out, and disarmed by a definite answer.
 struct Acquisition {
     lock: DynLock,
     key: LockKey,
@@ -301,7 +302,8 @@ async fn keep_trying(
     let queue = opts.wait_value() != Wait::No;
     let mut backoff: Option<DecorrelatedJitter> = None;
     let mut contended = false;
-    let span = tracing::debug_span!("dlock.acquire.wait", backend, key = %acquisition.key);
+    // Made at the first pause: an acquisition that never waits needs no span.
+    let mut span: Option<tracing::Span> = None;
     let mut sent = started;
     loop {
         let pause = match attempt {
@@ -357,6 +359,9 @@ async fn keep_trying(
             Some(deadline) => deadline.saturating_duration_since(now),
             None => Duration::MAX,
         };
+        let span = span.get_or_insert_with(
+            || tracing::debug_span!("dlock.acquire.wait", backend, key = %acquisition.key),
+        );
         pause.wait(left).instrument(span.clone()).await;
         sent = BootInstant::now();
         acquisition.armed = true;

@@ -59,7 +59,7 @@ impl BootInstant {
         BootInstant::now() >= self
     }
 
-    /// Nanoseconds since the clock's origin, saturating at `u64::MAX` (584 years).
+    /// Nanoseconds since the clock's origin.
     pub(crate) fn as_nanos(self) -> u64 {
         self.0
     }
@@ -69,12 +69,13 @@ impl BootInstant {
     }
 }
 
-/// `CLOCK_BOOTTIME`, through the vDSO: Linux has had it since 2.6.39, older than
-/// any kernel Rust supports.
+/// `CLOCK_BOOTTIME`. Every kernel Rust supports has it, but a sandbox (a seccomp
+/// filter, an emulator) may refuse it; the monotonic clock is the best left then.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn now_nanos() -> u64 {
-    use rustix::time::{ClockId, clock_gettime};
-    let t = clock_gettime(ClockId::Boottime);
+    use rustix::time::{ClockId, DynamicClockId, clock_gettime, clock_gettime_dynamic};
+    let t = clock_gettime_dynamic(DynamicClockId::Boottime)
+        .unwrap_or_else(|_| clock_gettime(ClockId::Monotonic));
     (t.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec as u64)

@@ -146,7 +146,7 @@ impl Lease {
         let Grant {
             owner,
             fence,
-            valid_from: sent,
+            valid_from,
         } = grant;
         let ttl = opts.ttl_value();
         let drift = caps.drift(ttl);
@@ -155,10 +155,15 @@ impl Lease {
             key,
             owner,
             fence,
-            acquired_at: sent,
-            valid_until: AtomicU64::new(sent.saturating_add(ttl).saturating_sub(drift).as_nanos()),
+            acquired_at: valid_from,
+            valid_until: AtomicU64::new(
+                valid_from
+                    .saturating_add(ttl)
+                    .saturating_sub(drift)
+                    .as_nanos(),
+            ),
             ttl_nanos: AtomicU64::new(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
-            newest_extension: std::sync::Mutex::new(sent),
+            newest_extension: std::sync::Mutex::new(valid_from),
             lost: AtomicBool::new(false),
             changed: Notify::new(),
         });
@@ -171,7 +176,7 @@ impl Lease {
                     drift_of: *caps,
                     state: Arc::clone(&state),
                     fraction,
-                    last_extended: sent,
+                    last_extended: valid_from,
                 }),
                 span,
             ))
