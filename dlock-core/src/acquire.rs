@@ -228,6 +228,19 @@ struct Acquisition {
     armed: bool,
 }
 
+impl Acquisition {
+    /// This acquisition's attempt, sent at `sent`.
+    fn request(&self, opts: &Acquire, sent: BootInstant) -> AttemptRequest<'_> {
+        AttemptRequest {
+            key: &self.key,
+            owner: &self.owner,
+            ttl: opts.ttl_value(),
+            queue: opts.wait_value() != Wait::No,
+            sent,
+        }
+    }
+}
+
 impl Drop for Acquisition {
     fn drop(&mut self) {
         if self.armed {
@@ -246,17 +259,7 @@ async fn acquire_slowly(
 ) -> Result<Option<Lease>, Error> {
     let first = match first {
         Some(answer) => answer,
-        None => {
-            let request = AttemptRequest {
-                key: &acquisition.key,
-                owner: &acquisition.owner,
-                ttl: opts.ttl_value(),
-                queue: opts.wait_value() != Wait::No,
-                sent,
-            };
-            let lock = &acquisition.lock;
-            bounded("acquire", lock.operation_timeout(), lock.attempt(request)).await
-        }
+        None => send_attempt(&acquisition.lock, acquisition.request(&opts, sent)).await,
     };
     let outcome = keep_trying(&mut acquisition, caps.name, &opts, first, sent).await;
     let (lock, key) = (Arc::clone(&acquisition.lock), acquisition.key.clone());
@@ -365,14 +368,7 @@ async fn keep_trying(
         pause.wait(left).instrument(span.clone()).await;
         sent = BootInstant::now();
         acquisition.armed = true;
-        let request = AttemptRequest {
-            key: &acquisition.key,
-            owner: &acquisition.owner,
-            ttl: opts.ttl_value(),
-            queue,
-            sent,
-        };
-        attempt = send_attempt(&acquisition.lock, request).await;
+        attempt = send_attempt(&acquisition.lock, acquisition.request(opts, sent)).await;
     }
 }
 

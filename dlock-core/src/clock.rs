@@ -13,7 +13,7 @@ use std::time::Duration;
 pub struct BootInstant(u64);
 
 /// A duration in nanoseconds, saturating at `u64::MAX` (584 years).
-fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

@@ -57,10 +57,7 @@ impl LeaseState {
             return;
         }
         *newest = sent;
-        self.ttl_nanos.store(
-            u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.ttl_nanos.store(clock::nanos(ttl), Ordering::Relaxed);
         self.valid_until
             .store(valid_until.as_nanos(), Ordering::Release);
         drop(newest);
@@ -162,7 +159,7 @@ impl Lease {
                     .saturating_sub(drift)
                     .as_nanos(),
             ),
-            ttl_nanos: AtomicU64::new(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
+            ttl_nanos: AtomicU64::new(clock::nanos(ttl)),
             newest_extension: std::sync::Mutex::new(valid_from),
             lost: AtomicBool::new(false),
             changed: Notify::new(),
