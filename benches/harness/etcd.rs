@@ -127,17 +127,14 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         Some(one_key.rate / ours),
     );
     println!("{:<44} {}", "  fairness", one_key.fairness());
-    let queue_up = Duration::from_millis(50);
-    let handoff = handoff(&lock, 100, queue_up).await;
-    let cold_write_lat =
-        latencies_after_pause(100, queue_up, || floor.write("bench/raw-write")).await;
-    row(
-        "floor: one write after a 50 ms pause",
-        0.0,
-        Some(&cold_write_lat),
-        None,
-    );
-    row("handoff through the watch", 0.0, Some(&handoff), None);
-    print_handoff_ratios("write", &handoff, &write_lat, &cold_write_lat);
+    report_handoff(
+        &lock,
+        100,
+        Duration::from_millis(50),
+        "write",
+        &write_lat,
+        || floor.write("bench/raw-write"),
+    )
+    .await;
     println!("\ntargets: lease per lock >= 0.9x floor 2; handoff p50 <= 2x one write.");
 }

@@ -128,20 +128,43 @@ impl Contended {
     }
 }
 
-/// Prints a handoff's p50 against one `unit` right after another (`hot`) and one
-/// after the same pause the waiter had to queue (`after_pause`).
-pub(crate) fn print_handoff_ratios(
+/// The handoff (`rounds` of it, each release after the waiter had `queue_up` to
+/// queue) next to one `unit` of the raw client made after the same pause, printed as
+/// two rows and the handoff's ratios to the hot and the paused `unit`.
+pub(crate) async fn report_handoff<F, Fut>(
+    lock: &DynLock,
+    rounds: usize,
+    queue_up: Duration,
     unit: &str,
-    handoff: &[Duration],
     hot: &[Duration],
-    after_pause: &[Duration],
-) {
+    raw_unit: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let handoff = handoff(lock, rounds, queue_up).await;
+    let after_pause = latencies_after_pause(rounds, queue_up, raw_unit).await;
+    row(
+        &format!(
+            "floor: one {unit} after a {} ms pause",
+            queue_up.as_millis()
+        ),
+        0.0,
+        Some(&after_pause),
+        None,
+    );
+    row(
+        "handoff (release -> next holder)",
+        0.0,
+        Some(&handoff),
+        None,
+    );
     let p50 = |xs: &[Duration]| percentile(xs, 0.5).as_secs_f64();
     println!(
         "{:<44} handoff p50 / one {unit} p50 = {:.1}x; / one {unit} after the same pause = {:.1}x",
         "",
-        p50(handoff) / p50(hot),
-        p50(handoff) / p50(after_pause),
+        p50(&handoff) / p50(hot),
+        p50(&handoff) / p50(&after_pause),
     );
 }
 

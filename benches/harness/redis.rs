@@ -121,23 +121,15 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         percentile(&one_key.waits, 0.99).as_secs_f64() / raw_p50.as_secs_f64(),
         one_key.fairness()
     );
-    let queue_up = Duration::from_millis(10);
-    let handoff = handoff(&lock, 300, queue_up).await;
-    let cold_single_lat =
-        latencies_after_pause(300, queue_up, || floor.single("bench:raw-single")).await;
-    row(
-        "floor: one command after a 10 ms pause",
-        0.0,
-        Some(&cold_single_lat),
-        None,
-    );
-    row(
-        "handoff (release -> next holder)",
-        0.0,
-        Some(&handoff),
-        None,
-    );
-    print_handoff_ratios("command", &handoff, &single_lat, &cold_single_lat);
+    report_handoff(
+        &lock,
+        300,
+        Duration::from_millis(10),
+        "command",
+        &single_lat,
+        || floor.single("bench:raw-single"),
+    )
+    .await;
     println!(
         "\ntargets: uncontended >= 0.9x floor; 8 tasks >= 0.7x uncontended, p99 wait <= 20x raw pair p50,"
     );
