@@ -15,10 +15,8 @@ need() {
     local missing=()
     for bin in "$@"; do command -v "$bin" >/dev/null || missing+=("$bin"); done
     if ((${#missing[@]})); then
-        echo "installing redis-server and etcd-server for: ${missing[*]}" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq >&2
-        apt-get install -y -qq redis-server etcd-server >&2
+        echo "missing ${missing[*]}: install Debian's redis-server and etcd-server (scripts/setup.sh does)" >&2
+        exit 1
     fi
 }
 

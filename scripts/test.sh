@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, every test, the doc-tests, and the docs,
-# with warnings refused everywhere.
+# The test command: sets up what is missing (scripts/setup.sh), then formatting,
+# lints, every test, the doc-tests, and the docs, with warnings refused everywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
 # Integration tests run real servers in Docker; no Docker is a failure, not a skip.
-# Images: DLOCK_REDIS_IMAGE / DLOCK_ETCD_IMAGE, else the official ones
-# (scripts/test-images.sh builds local ones where no registry is reachable).
-if ! docker info >/dev/null 2>&1; then
-    echo "error: the integration tests need a running Docker engine" >&2
-    exit 1
-fi
+step "setup"
+setup=$(scripts/setup.sh)
+eval "$setup"
 # Test containers are shared by the run's test processes and removed at its end.
 export DLOCK_TEST_RUN="${DLOCK_TEST_RUN:-run-$$-$(date +%s)}"
 cleanup() {

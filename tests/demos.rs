@@ -57,11 +57,3 @@ async fn fencing_rejects_the_stalled_workers() {
     // A fresh in-process table counts from 1, as in the seed document.
     assert_eq!(tokens, [1, 2, 3]);
 }
-
-#[cfg(feature = "redis")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fencing_rejects_the_stalled_workers_on_redis() {
-    let url = dlock_testkit::shared_redis_url().await;
-    let (locks, gate) = fencing::backend(&url).await.expect("connect");
-    fencing_outcome(locks, gate).await;
-}

@@ -1,15 +1,15 @@
 //! The bench harness: one table per backend and run, every figure next to the floor
 //! measured in the same run (numbers from a shared 2-core machine are noisy; compare
-//! only within one run).
+//! only within one run). Built with the `redis` and `etcd` features by default.
 //!
 //! ```text
-//! cargo bench --bench harness                          # memory backend
-//! cargo bench --bench harness -- --quick               # shorter runs
-//! cargo bench --bench harness --features redis -- --redis            # starts a test container
-//! cargo bench --bench harness --features redis -- --redis redis://127.0.0.1:6379
-//! cargo bench --bench harness --features etcd -- --etcd              # starts a test container
-//! cargo bench --bench harness -- --profile-uncontended # one memory loop, for perf
-//! cargo bench --bench harness -- --profile-floor       # the floor's loop alone, to compare
+//! cargo run --release -p dlock-bench                          # memory backend
+//! cargo run --release -p dlock-bench -- --quick               # shorter runs
+//! cargo run --release -p dlock-bench -- --redis               # starts a test container
+//! cargo run --release -p dlock-bench -- --redis redis://127.0.0.1:6379
+//! cargo run --release -p dlock-bench -- --etcd                # starts a test container
+//! cargo run --release -p dlock-bench -- --profile-uncontended # one memory loop, for perf
+//! cargo run --release -p dlock-bench -- --profile-floor       # the floor's loop alone, to compare
 //! ```
 
 use std::{sync::Arc, time::Duration};
@@ -96,7 +96,7 @@ fn run_etcd(runtime: &tokio::runtime::Runtime, config: &Config, url: Option<Stri
 #[cfg(not(feature = "etcd"))]
 fn run_etcd(_: &tokio::runtime::Runtime, _: &Config, _: Option<String>) {
     eprintln!(
-        "--etcd needs the `etcd` feature: cargo bench --bench harness --features etcd -- --etcd"
+        "--etcd needs the `etcd` feature: cargo run --release -p dlock-bench --features etcd -- --etcd"
     );
     std::process::exit(2);
 }
@@ -109,7 +109,7 @@ fn run_redis(runtime: &tokio::runtime::Runtime, config: &Config, url: Option<Str
 #[cfg(not(feature = "redis"))]
 fn run_redis(_: &tokio::runtime::Runtime, _: &Config, _: Option<String>) {
     eprintln!(
-        "--redis needs the `redis` feature: cargo bench --bench harness --features redis -- --redis"
+        "--redis needs the `redis` feature: cargo run --release -p dlock-bench --features redis -- --redis"
     );
     std::process::exit(2);
 }
