@@ -10,9 +10,9 @@ use redis::Script;
 /// KEYS: lock, fence. ARGV: owner, ttl ms, fence counter ttl ms.
 /// Returns `{1, token}` when granted (also to a retry by the same owner, the token
 /// then read back as text), `{0, pttl}` when held by another; an error naming the
-/// type if a key holds something else. Nothing is written before every check passed,
-/// and the script makes four calls on the common path, since the server's time per
-/// call is what bounds throughput under contention.
+/// type if a key holds something else. Nothing is written before every check passed.
+/// A token is the larger of the server clock in µs and the counter plus one, so a
+/// counter restored from an old snapshot never reissues a token.
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -30,19 +30,27 @@ end
 if holder then
   return {0, redis.call('PTTL', KEYS[1])}
 end
-local token = redis.pcall('INCR', KEYS[2])
-if type(token) == 'table' and token.err then
+local counter = redis.pcall('GET', KEYS[2])
+if type(counter) == 'table' and counter.err then
   return conflict(KEYS[2], 'a fence counter')
 end
-if token == 1 then
-  -- A missing counter (restart without persistence, expiry) restarts above every
-  -- token issued before: the server clock in microseconds (exact below 2^53).
-  local now = redis.call('TIME')
-  token = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  redis.call('SET', KEYS[2], string.format('%.0f', token))
+-- Every token is at least the server clock in microseconds (exact below 2^53), so
+-- a counter that is missing, or older than the tokens issued (restored from a
+-- snapshot, an AOF written every second, a promoted replica), still restarts above
+-- every token issued before, as long as the server clock does not go back.
+local now = redis.call('TIME')
+local token = tonumber(now[1]) * 1000000 + tonumber(now[2])
+if counter then
+  local last = tonumber(counter)
+  if not last then
+    return conflict(KEYS[2], 'a fence counter')
+  end
+  if last >= token then
+    token = last + 1
+  end
 end
+redis.call('SET', KEYS[2], string.format('%.0f', token), 'PX', ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
 -- An integer reply: exact while tokens stay below 2^53 (microseconds since 1970
 -- reach that in the year 2255). Never tostring() it: Lua prints large numbers
 -- with exponents.
