@@ -260,9 +260,27 @@ async fn a_missed_notification_does_not_strand_a_waiter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_wakes_a_waiter_of_another_client_without_polling() {
+    a_release_wakes_another_client("").await;
+}
+
+/// Glob characters in the prefix must not corrupt the release subscription's pattern.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_with_glob_characters_still_wakes_waiters() {
+    a_release_wakes_another_client(r"app*?[x]\:").await;
+}
+
+async fn a_release_wakes_another_client(prefix: &str) {
     let url = shared_redis_url().await;
-    let holder = RedisLock::connect(&url).await.expect("connect");
-    let waiter = RedisLock::connect(&url).await.expect("connect");
+    let connect = || async {
+        let config = dlock_redis::RedisConfig::builder()
+            .url(url.as_str())
+            .prefix(prefix)
+            .build()
+            .expect("config");
+        RedisLock::connect_with(config).await.expect("connect")
+    };
+    let holder = connect().await;
+    let waiter = connect().await;
     let k = key("notify");
     let ttl = Duration::from_secs(30);
     let mut lease = holder
@@ -287,7 +305,7 @@ async fn a_release_wakes_a_waiter_of_another_client_without_polling() {
     let handoff = at - released;
     assert!(
         handoff < Duration::from_millis(300),
-        "handoff took {handoff:?}"
+        "prefix {prefix:?}: handoff took {handoff:?}"
     );
 }
 
