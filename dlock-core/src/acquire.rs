@@ -161,6 +161,15 @@ fn start(
     let caps = lock.capabilities();
     let key = key?;
     opts.validate(&caps)?;
+    if opts.keep_alive_value().is_some() && tokio::runtime::Handle::try_current().is_err() {
+        return Err(crate::InvalidInput::Option {
+            name: "keep_alive",
+            reason: "keep-alive runs as a tokio task: acquire from within a tokio runtime, \
+                     or turn it off with Acquire::no_keep_alive"
+                .into(),
+        }
+        .into());
+    }
     let sent = BootInstant::now();
     let queue = opts.wait_value() != Wait::No;
     let owner = lock.new_owner();

@@ -8,8 +8,10 @@ use std::time::Duration;
 pub enum ExpiryScope {
     /// Each lease has its own TTL on the server: an abandoned lease expires by itself.
     PerLease,
-    /// A client's leases share one server-side session (etcd): a lease cannot expire
-    /// while its client lives; when the client disappears, all its leases expire together.
+    /// A client's leases share one server-side session (as etcd's own
+    /// `concurrency.Session` does): a lease cannot expire while its client lives; when
+    /// the client disappears, all its leases expire together. No backend dlock ships
+    /// reports this today: dlock-etcd grants a lease per lock.
     PerClient,
 }
 

@@ -29,9 +29,13 @@ struct LeaseState {
     /// `valid_until` as nanoseconds on the lease clock.
     valid_until: AtomicU64,
     ttl_nanos: AtomicU64,
-    /// When the newest extension counted so far was sent: an older one finishing later
-    /// (keep-alive racing a manual `extend_with`) must not overwrite it.
+    /// When the newest extension counted so far was sent (the grant, at first).
     newest_extension: std::sync::Mutex<BootInstant>,
+    /// Held across each extension call, by keep-alive and `extend_with` alike: the
+    /// server applies extensions in the order they arrive, so only one may be in
+    /// flight, or a slow keep-alive tick could land after a manual one and cut the
+    /// server's expiry below `valid_until`.
+    extending: tokio::sync::Mutex<()>,
     lost: AtomicBool,
     changed: Notify,
 }
@@ -62,6 +66,13 @@ impl LeaseState {
             .store(valid_until.as_nanos(), Ordering::Release);
         drop(newest);
         self.changed.notify_waiters();
+    }
+
+    fn newest_extension(&self) -> BootInstant {
+        *self
+            .newest_extension
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn is_lost(&self) -> bool {
@@ -161,6 +172,7 @@ impl Lease {
             ),
             ttl_nanos: AtomicU64::new(clock::nanos(ttl)),
             newest_extension: std::sync::Mutex::new(valid_from),
+            extending: tokio::sync::Mutex::new(()),
             lost: AtomicBool::new(false),
             changed: Notify::new(),
         });
@@ -173,7 +185,6 @@ impl Lease {
                     drift_of: *caps,
                     state: Arc::clone(&state),
                     fraction,
-                    last_extended: valid_from,
                 }),
                 span,
             ))
@@ -254,6 +265,8 @@ impl Lease {
             });
         }
         validate_ttl(ttl, &self.lock.capabilities())?;
+        // Wait for an extension in flight (keep-alive's) to finish first.
+        let _turn = self.state.extending.lock().await;
         if self.state.is_lost() {
             self.state.mark_lost();
             return Err(self.lost_error());
@@ -348,6 +361,10 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.stop_keep_alive();
         if !self.released {
+            // A lease that ran out unnoticed still counts as lost.
+            if self.state.is_lost() {
+                self.state.mark_lost();
+            }
             self.record_hold(BootInstant::now());
             Arc::clone(&self.lock).release_in_background(self.state.key.clone(), self.state.owner);
         }
@@ -408,7 +425,6 @@ struct KeepAlive {
     drift_of: crate::Capabilities,
     state: Arc<LeaseState>,
     fraction: f64,
-    last_extended: BootInstant,
 }
 
 /// How long keep-alive waits after a failed extension: a quarter of the validity
@@ -420,16 +436,39 @@ fn retry_pause(left: Duration, ttl: Duration, fraction: f64) -> Duration {
         .min(ttl.mul_f64(fraction))
 }
 
-/// Extends the lease each time `fraction` of its TTL has passed. A failed extension
-/// is retried sooner, and every call is bounded by the validity left, so the lease
-/// is marked lost no later than `valid_until` once extension stops succeeding.
-async fn keep_alive_task(mut ka: KeepAlive) {
-    let mut next = ka
-        .last_extended
-        .saturating_add(ka.state.ttl().mul_f64(ka.fraction));
+/// Extends the lease each time `fraction` of its TTL has passed since the newest
+/// extension, whoever made it: a manual `extend_with` (longer or shorter) reschedules
+/// it at once. A failed extension is retried sooner, and every call is bounded by the
+/// validity left, so the lease is marked lost no later than `valid_until` once
+/// extension stops succeeding.
+async fn keep_alive_task(ka: KeepAlive) {
+    // After a failure: the newest extension then, and when to try again. Dropped as
+    // soon as another extension succeeds.
+    let mut retry: Option<(BootInstant, BootInstant)> = None;
     loop {
-        let until = ka.state.valid_until();
-        clock::sleep_until(next.min(until)).await;
+        let changed = ka.state.changed.notified();
+        tokio::pin!(changed);
+        // Registered before reading the state, so a change in between is not missed.
+        changed.as_mut().enable();
+        if ka.state.is_lost() {
+            ka.state.mark_lost();
+            return;
+        }
+        let newest = ka.state.newest_extension();
+        let next = match retry {
+            Some((seen, at)) if seen == newest => at,
+            _ => newest.saturating_add(ka.state.ttl().mul_f64(ka.fraction)),
+        };
+        tokio::select! {
+            () = clock::sleep_until(next.min(ka.state.valid_until())) => {}
+            // Extended elsewhere, shortened, or lost: plan again.
+            () = changed => continue,
+        }
+        let turn = ka.state.extending.lock().await;
+        if ka.state.newest_extension() != newest {
+            // A manual extension went first while this one waited for its turn.
+            continue;
+        }
         if ka.state.is_lost() {
             ka.state.mark_lost();
             return;
@@ -438,20 +477,20 @@ async fn keep_alive_task(mut ka: KeepAlive) {
         let sent = BootInstant::now();
         let left = ka.state.valid_until().saturating_duration_since(sent);
         let budget = ka.lock.operation_timeout().min(left);
-        match bounded(
+        let outcome = bounded(
             "extend",
             budget,
             ka.lock.extend(&ka.state.key, &ka.state.owner, ttl),
         )
-        .await
-        {
+        .await;
+        drop(turn);
+        match outcome {
             Ok(()) => {
                 let valid_until = sent
                     .saturating_add(ttl)
                     .saturating_sub(ka.drift_of.drift(ttl));
                 ka.state.extended(sent, valid_until, ttl);
-                ka.last_extended = sent;
-                next = sent.saturating_add(ttl.mul_f64(ka.fraction));
+                retry = None;
             }
             Err(e) if e.is_lease_lost() => {
                 tracing::warn!(key = %ka.state.key, "keep-alive found the lease gone");
@@ -463,7 +502,8 @@ async fn keep_alive_task(mut ka: KeepAlive) {
                 tracing::warn!(key = %ka.state.key, %error, "keep-alive extension failed; retrying");
                 // Retry well before validity runs out, but do not spin.
                 let left = ka.state.valid_until().remaining();
-                next = BootInstant::now().saturating_add(retry_pause(left, ttl, ka.fraction));
+                let at = BootInstant::now().saturating_add(retry_pause(left, ttl, ka.fraction));
+                retry = Some((newest, at));
             }
         }
     }

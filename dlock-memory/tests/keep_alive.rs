@@ -121,3 +121,135 @@ async fn a_shorter_extension_shortens_validity() {
         .await;
     assert!(other.is_ok(), "the key outlived its shortened TTL");
 }
+
+/// Extensions with the lease's first TTL land late (a slow link), others at once;
+/// once an extension with another TTL has landed, the link goes down.
+#[derive(Clone)]
+struct SlowFirstTtl {
+    server: MemoryLock,
+    slow_ttl: Duration,
+    delay: Duration,
+    down: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Lock for SlowFirstTtl {
+    fn capabilities(&self) -> Capabilities {
+        self.server.capabilities()
+    }
+    async fn attempt(&self, request: AttemptRequest<'_>) -> Result<Attempt, Error> {
+        self.server.attempt(request).await
+    }
+    async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::unavailable("connection refused"));
+        }
+        if ttl == self.slow_ttl {
+            tokio::time::sleep(self.delay).await;
+            return self.server.extend(key, owner, ttl).await;
+        }
+        let extended = self.server.extend(key, owner, ttl).await;
+        self.down.store(true, Ordering::SeqCst);
+        extended
+    }
+    async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
+        self.server.release(key, owner).await
+    }
+}
+
+/// A keep-alive tick in flight with the old TTL must not land after a manual
+/// `extend_with` and cut the server's expiry below what `valid_until` says (here
+/// the link then fails, so no later tick repairs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_extension_is_not_overtaken_by_a_keep_alive_tick() {
+    let ttl = Duration::from_millis(1000);
+    let lock = SlowFirstTtl {
+        server: MemoryLock::new(),
+        slow_ttl: ttl,
+        delay: Duration::from_millis(400),
+        down: Arc::default(),
+    };
+    let mut lease = lock
+        .acquire("k", Acquire::ttl(ttl).keep_alive(0.1))
+        .await
+        .expect("acquire");
+    // The first tick goes out at 100 ms and lands at 500 ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lease
+        .extend_with(Duration::from_secs(60))
+        .await
+        .expect("extend_with");
+    assert!(lease.remaining() > Duration::from_secs(50));
+    // Past where the tick's 1 s TTL would end the server's hold (500 ms + 1 s).
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(lease.is_valid(), "the lease reads as lost");
+    let other = lock
+        .server
+        .try_acquire("k", Duration::from_secs(1))
+        .await
+        .expect("try_acquire");
+    assert!(
+        other.is_none(),
+        "another client took the key while valid_until says {:?} left",
+        lease.remaining()
+    );
+    lease.release().await.expect("release");
+}
+
+/// `extend_with` a shorter TTL: keep-alive follows the new TTL at once rather than
+/// sleeping until the old period ends, after the lease has lapsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_follows_a_shortened_lease() {
+    let lock = MemoryLock::new();
+    let mut lease = lock
+        .acquire(
+            "k",
+            Acquire::ttl(Duration::from_secs(10)).keep_alive(1.0 / 3.0),
+        )
+        .await
+        .expect("acquire");
+    // Keep-alive is asleep until its next tick, 3.3 s away.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lease
+        .extend_with(Duration::from_millis(600))
+        .await
+        .expect("shorten");
+    // The old period would next extend at 3.3 s; the 600 ms lease needs one at 200 ms.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(lease.is_valid(), "the shortened lease lapsed unextended");
+    assert!(
+        lock.try_acquire("k", Duration::from_secs(1))
+            .await
+            .expect("try_acquire")
+            .is_none()
+    );
+    lease.release().await.expect("release");
+}
+
+/// Keep-alive is a tokio task: outside a tokio runtime it is refused with a typed
+/// error before anything is taken, rather than a panic. Without it, the in-process
+/// backend works under any executor.
+#[test]
+fn keep_alive_outside_a_tokio_runtime_is_a_typed_error() {
+    use std::{
+        future::Future,
+        pin::pin,
+        task::{Context, Poll, Waker},
+    };
+    let lock = MemoryLock::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    let ttl = Duration::from_secs(5);
+    let mut kept = pin!(lock.acquire("k", Acquire::ttl(ttl).keep_alive(1.0 / 3.0)));
+    match kept.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(Error::InvalidInput(dlock_core::InvalidInput::Option {
+            name: "keep_alive",
+            ..
+        }))) => {}
+        other => panic!("expected a keep_alive error, got {other:?}"),
+    }
+    let mut plain = pin!(lock.acquire("k", Acquire::ttl(ttl)));
+    match plain.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(lease)) => assert!(lease.is_valid()),
+        other => panic!("expected the key to be free, got {other:?}"),
+    }
+}
