@@ -4,17 +4,18 @@
 
 mod connect;
 
-pub use connect::connect;
+pub use connect::{connect, connect_with_gate};
 #[doc(inline)]
 pub use dlock_core::{
-    Acquire, Admission, Attempt, AttemptRequest, BootInstant, Bulkheaded, Capabilities, DynLock,
-    Error, ExpiryScope, FenceGate, FenceSource, FenceToken, InvalidInput, Lease, LeaseHandle, Lock,
-    LockExt, LockKey, MAX_KEY_LEN, OwnerId, Wait, metrics, reliability,
+    Acquire, Admission, Attempt, AttemptRequest, BootInstant, Bulkheaded, Capabilities,
+    DynFenceGate, DynLock, Error, ExpiryScope, FenceGate, FenceGateExt, FenceSource, FenceToken,
+    FencedRead, InvalidInput, Lease, LeaseHandle, Lock, LockExt, LockKey, MAX_KEY_LEN, OwnerId,
+    Wait, metrics, reliability,
 };
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 #[doc(inline)]
-pub use dlock_etcd::{EtcdConfig, EtcdLock};
+pub use dlock_etcd::{EtcdConfig, EtcdFenceGate, EtcdLock};
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 #[doc(inline)]

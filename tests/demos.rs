@@ -8,10 +8,6 @@ mod payment_race;
 #[path = "../examples/fencing.rs"]
 mod fencing;
 
-use std::sync::Arc;
-
-use dlock::{Admission, FenceGate, MemoryFenceGate};
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_race_loses_updates_without_a_lock_and_none_with_one() {
     let unlocked = payment_race::without_lock().await;
@@ -26,34 +22,40 @@ async fn payment_race_loses_updates_without_a_lock_and_none_with_one() {
     assert_eq!(locked, 0);
 }
 
-/// Runs the fencing demo and checks the seed document's outcome: workers 1 and 2
-/// rejected as stale, worker 3 stored, tokens in lock order. Returns the tokens.
-async fn fencing_outcome(locks: dlock::DynLock, gate: Arc<dyn FenceGate>) -> Vec<u64> {
-    let outcomes = fencing::run(locks, gate.clone()).await.expect("run failed");
-    let tokens: Vec<u64> = outcomes.iter().map(|o| o.token.get()).collect();
-    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{outcomes:?}");
-    let highest = outcomes[2].token;
-    assert_eq!(outcomes[0].admission, Admission::Stale { highest });
-    assert_eq!(outcomes[1].admission, Admission::Stale { highest });
-    assert_eq!(outcomes[2].admission, Admission::Accepted);
-    let (token, value) = gate
-        .read(fencing::ORDER)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_race_a_stalled_holder_loses_updates_unless_the_gate_fences_its_read() {
+    let (locks, gate) = dlock::connect_with_gate("memory://payment-race-stall-test")
         .await
-        .expect("read")
-        .expect("stored");
-    assert_eq!(
-        (token, value.as_slice()),
-        (highest, b"processed by worker 3".as_slice())
-    );
-    tokens
+        .expect("connect");
+    let direct = payment_race::Ledger::direct();
+    let stalled = payment_race::with_lock_and_a_stall(locks.clone(), direct)
+        .await
+        .expect("stalled run failed");
+    assert!(stalled > 0, "the stalled holder's write lost nothing");
+    let fenced = payment_race::with_lock_and_a_stall(locks, payment_race::Ledger::fenced(gate))
+        .await
+        .expect("fenced run failed");
+    assert_eq!(fenced, 0);
+}
+
+/// Runs the fencing demo and checks its outcome; returns the tokens.
+async fn fencing_outcome(locks: dlock::DynLock, gate: dlock::DynFenceGate) -> Vec<u64> {
+    let order = fencing::order();
+    let outcomes = fencing::run(locks, gate.clone(), &order)
+        .await
+        .expect("run failed");
+    fencing::check(&outcomes, &gate, &order)
+        .await
+        .unwrap_or_else(|wrong| panic!("{wrong}"));
+    outcomes.iter().map(|o| o.token.get()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fencing_rejects_the_stalled_workers() {
-    let locks = dlock::connect("memory://fencing-test")
+    let (locks, gate) = dlock::connect_with_gate("memory://fencing-test")
         .await
         .expect("connect");
-    let tokens = fencing_outcome(locks, Arc::new(MemoryFenceGate::new())).await;
+    let tokens = fencing_outcome(locks, gate).await;
     // A fresh in-process table counts from 1, as in the seed document.
     assert_eq!(tokens, [1, 2, 3]);
 }

@@ -395,6 +395,11 @@ impl LeaseHandle {
         self.state.fence
     }
 
+    /// The id the backend stores as the lease's holder.
+    pub fn owner(&self) -> OwnerId {
+        self.state.owner
+    }
+
     /// Not lost and not past `valid_until` (a released lease still reads as valid here).
     pub fn is_valid(&self) -> bool {
         !self.state.is_lost()
@@ -408,6 +413,30 @@ impl LeaseHandle {
     /// Resolves when the lease is lost; see [`Lease::lost`].
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         Arc::clone(&self.state).wait_lost()
+    }
+}
+
+impl From<&Lease> for LeaseHandle {
+    fn from(lease: &Lease) -> LeaseHandle {
+        lease.handle()
+    }
+}
+
+impl From<&LeaseHandle> for LeaseHandle {
+    fn from(handle: &LeaseHandle) -> LeaseHandle {
+        handle.clone()
+    }
+}
+
+impl From<&Lease> for FenceToken {
+    fn from(lease: &Lease) -> FenceToken {
+        lease.fence()
+    }
+}
+
+impl From<&LeaseHandle> for FenceToken {
+    fn from(handle: &LeaseHandle) -> FenceToken {
+        handle.fence()
     }
 }
 

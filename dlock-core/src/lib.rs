@@ -29,7 +29,10 @@ pub use call::bounded;
 pub use capabilities::{Capabilities, ExpiryScope};
 pub use clock::BootInstant;
 pub use error::{BoxError, Error, InvalidInput};
-pub use fence::{Admission, FenceGate, FenceSource, FenceToken};
+pub use fence::{
+    Admission, DynFenceGate, FenceGate, FenceGateExt, FenceSource, FenceToken, FencedRead,
+    stale_token,
+};
 pub use key::{LockKey, MAX_KEY_LEN};
 pub use lease::{Lease, LeaseHandle};
 pub use lock::{Attempt, AttemptRequest, DynLock, Lock, WakeSignal, spawn_release};

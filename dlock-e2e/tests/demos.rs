@@ -1,5 +1,5 @@
 //! The demos against real servers: the same code as on the in-process backend,
-//! chosen by URL.
+//! chosen by URL, with the lock and its fence gate from one `connect_with_gate`.
 
 #[allow(dead_code)]
 #[path = "../../examples/payment_race.rs"]
@@ -9,38 +9,53 @@ mod payment_race;
 #[path = "../../examples/fencing.rs"]
 mod fencing;
 
-use std::sync::Arc;
-
-use dlock::{Admission, FenceGate, RedisFenceGate, RedisLock};
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payment_race_loses_no_update_with_a_redis_lock() {
-    let url = dlock_testkit::shared_redis_url().await;
-    let locks = dlock::connect(&url).await.expect("connect");
-    let locked = payment_race::with_lock(locks)
+async fn payment_race_on(url: &str) {
+    let (locks, gate) = dlock::connect_with_gate(url).await.expect("connect");
+    let locked = payment_race::with_lock(locks.clone())
         .await
         .expect("locked run failed");
-    assert_eq!(locked, 0);
+    assert_eq!(locked, 0, "{url}: the lock let a debit through twice");
+    let stalled =
+        payment_race::with_lock_and_a_stall(locks.clone(), payment_race::Ledger::direct())
+            .await
+            .expect("stalled run failed");
+    assert!(
+        stalled > 0,
+        "{url}: the stalled holder's write lost nothing"
+    );
+    let fenced = payment_race::with_lock_and_a_stall(locks, payment_race::Ledger::fenced(gate))
+        .await
+        .expect("fenced run failed");
+    assert_eq!(fenced, 0, "{url}: the gate let a stale write through");
+}
+
+async fn fencing_on(url: &str) {
+    let (locks, gate) = dlock::connect_with_gate(url).await.expect("connect");
+    let order = fencing::order();
+    let outcomes = fencing::run(locks, gate.clone(), &order)
+        .await
+        .expect("run failed");
+    fencing::check(&outcomes, &gate, &order)
+        .await
+        .unwrap_or_else(|wrong| panic!("{url}: {wrong}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_race_on_redis() {
+    payment_race_on(&dlock_testkit::shared_redis_url().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_race_on_etcd() {
+    payment_race_on(&dlock_testkit::shared_etcd_url().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fencing_rejects_the_stalled_workers_on_redis() {
-    let url = dlock_testkit::shared_redis_url().await;
-    let locks = RedisLock::connect(&url).await.expect("connect");
-    let gate: Arc<dyn FenceGate> = Arc::new(RedisFenceGate::new(&locks));
-    let outcomes = fencing::run(Arc::new(locks), gate.clone())
-        .await
-        .expect("run failed");
-    let tokens: Vec<u64> = outcomes.iter().map(|o| o.token.get()).collect();
-    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{outcomes:?}");
-    let highest = outcomes[2].token;
-    assert_eq!(outcomes[0].admission, Admission::Stale { highest });
-    assert_eq!(outcomes[1].admission, Admission::Stale { highest });
-    assert_eq!(outcomes[2].admission, Admission::Accepted);
-    let (token, _) = gate
-        .read(fencing::ORDER)
-        .await
-        .expect("read")
-        .expect("stored");
-    assert_eq!(token, highest);
+    fencing_on(&dlock_testkit::shared_redis_url().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_rejects_the_stalled_workers_on_etcd() {
+    fencing_on(&dlock_testkit::shared_etcd_url().await).await;
 }

@@ -38,8 +38,9 @@ pub struct EtcdConfigBuilder {
     tls_ca_pem: Option<Vec<u8>>,
 }
 
-/// Where locks live unless a prefix is given: versioned, so a later layout can coexist.
-pub const DEFAULT_PREFIX: &str = "dlock/v1/";
+/// Where locks live unless a prefix is given. Under any prefix, keys live below a
+/// layout version (`v2/`), so a later layout can coexist.
+pub const DEFAULT_PREFIX: &str = "dlock/";
 
 impl EtcdConfig {
     /// `etcd://[user:password@]host:port[,host:port...][/prefix/]`, or `etcds://...`
@@ -119,7 +120,8 @@ impl EtcdConfigBuilder {
         self
     }
 
-    /// Where locks live (default `dlock/v1/`); a trailing `/` is added if missing.
+    /// Where locks live (default `dlock/`); a trailing `/` is added if missing. Keys
+    /// go below it, under the layout version: `[prefix]v2/lock/...`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());
         self

@@ -1,5 +1,14 @@
-//! The key layout in etcd: `[prefix]<escaped key>/<client><slot>`, one directory per lock
-//! key holding its holder and its waiters, ordered by create revision.
+//! The key layout in etcd, versioned under any prefix, one directory per kind so no
+//! user key can reach internal data:
+//!
+//! - `[prefix]v2/lock/<escaped key>/<client><slot>`: one directory per lock key,
+//!   holding its holder and its waiters, ordered by create revision;
+//! - `[prefix]v2/fenced/<escaped resource>`: `put_if_held` writes;
+//! - `[prefix]v2/gate/<escaped resource>/token` and `.../value`: the fence gate;
+//! - `[prefix]v2/election/<escaped name>/...`: elections.
+//!
+//! v1 (before 0.2) put lock directories straight under the prefix, beside `fenced/`
+//! and `election/`, so the lock key `fenced` collided with fenced writes.
 
 use dlock_core::{LockKey, OwnerId};
 
@@ -22,16 +31,19 @@ pub(crate) struct KeyLayout {
     prefix: String,
 }
 
+/// The layout version, the first path segment under the prefix.
+const VERSION: &str = "v2/";
+
 impl KeyLayout {
     pub(crate) fn new(prefix: &str) -> Self {
         KeyLayout {
-            prefix: prefix.to_owned(),
+            prefix: format!("{prefix}{VERSION}"),
         }
     }
 
-    /// `[prefix]<escaped key>/`: every holder and waiter of `key`.
+    /// `[prefix]v2/lock/<escaped key>/`: every holder and waiter of `key`.
     pub(crate) fn dir(&self, key: &LockKey) -> String {
-        format!("{}{}/", self.prefix, escape(key.as_str()))
+        format!("{}lock/{}/", self.prefix, escape(key.as_str()))
     }
 
     /// `[prefix]<escaped key>/<client><slot>`: one acquisition's place in line,
@@ -40,14 +52,20 @@ impl KeyLayout {
         format!("{}{}", self.dir(key), crate::owners::key_name(owner))
     }
 
-    /// The election `name`: beside the lock directories.
+    /// The election `name`.
     pub(crate) fn election(&self, name: &str) -> String {
         format!("{}election/{}", self.prefix, escape(name))
     }
 
-    /// Where fenced writes of `resource` live: beside the lock directories.
+    /// Where `put_if_held` writes of `resource` live.
     pub(crate) fn fenced(&self, resource: &str) -> String {
         format!("{}fenced/{}", self.prefix, escape(resource))
+    }
+
+    /// The fence gate's register of `resource`: its highest token and its value.
+    pub(crate) fn gate(&self, resource: &str) -> (String, String) {
+        let dir = format!("{}gate/{}/", self.prefix, escape(resource));
+        (format!("{dir}token"), format!("{dir}value"))
     }
 }
 
@@ -57,15 +75,43 @@ mod tests {
 
     #[test]
     fn directories_never_nest_or_collide() {
-        let layout = KeyLayout::new("dlock/v1/");
+        let layout = KeyLayout::new("dlock/");
         let dir = |k: &str| layout.dir(&LockKey::new(k).expect("valid"));
-        assert_eq!(dir("a/b"), "dlock/v1/a%2Fb/");
-        assert_eq!(dir("a%2Fb"), "dlock/v1/a%252Fb/");
+        assert_eq!(dir("a/b"), "dlock/v2/lock/a%2Fb/");
+        assert_eq!(dir("a%2Fb"), "dlock/v2/lock/a%252Fb/");
         // "a" must not be a prefix directory of "a/b".
         assert!(!dir("a/b").starts_with(&dir("a")));
         let mut all: Vec<String> = ["a", "a/", "a/b", "a%", "a%2F", "/a"].map(dir).to_vec();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 6);
+    }
+
+    /// No lock key's directory can hold internal data, whatever its name.
+    #[test]
+    fn lock_directories_never_reach_internal_data() {
+        let layout = KeyLayout::new("app/");
+        let internal = [
+            layout.fenced("x"),
+            layout.election("x"),
+            layout.gate("x").0,
+            layout.gate("x").1,
+        ];
+        for name in [
+            "fenced",
+            "election",
+            "gate",
+            "lock",
+            "v2",
+            "..",
+            "fenced/x",
+            "v2/fenced",
+        ] {
+            let dir = layout.dir(&LockKey::new(name).expect("valid"));
+            assert!(dir.starts_with("app/v2/lock/"), "{dir}");
+            for data in &internal {
+                assert!(!data.starts_with(&dir), "lock `{name}` reaches {data}");
+            }
+        }
     }
 }

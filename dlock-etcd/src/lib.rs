@@ -5,10 +5,12 @@ mod config;
 mod election;
 mod endpoints;
 mod errors;
+mod gate;
 mod keys;
 mod lock;
 mod owners;
 
 pub use config::{DEFAULT_PREFIX, EtcdConfig, EtcdConfigBuilder};
 pub use election::{EtcdElection, LeaderChanges, Leadership};
+pub use gate::EtcdFenceGate;
 pub use lock::EtcdLock;

@@ -8,8 +8,8 @@ use std::{
 
 use async_trait::async_trait;
 use dlock_core::{
-    Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceToken, Lease,
-    Lock, LockKey, MAX_REPRESENTABLE_TTL, OwnerId, WakeSignal,
+    Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceToken,
+    LeaseHandle, Lock, LockKey, MAX_REPRESENTABLE_TTL, OwnerId, WakeSignal,
 };
 use etcd_client::{
     Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
@@ -146,14 +146,20 @@ impl EtcdLock {
     }
 
     /// Writes `value` at `resource` (under this client's prefix) only while `lease`
-    /// still holds its lock, in one etcd transaction guarded on the lock key's create
-    /// revision. `Ok(false)`: the lease was lost, nothing was written.
+    /// (a `&Lease` or a `&LeaseHandle`) still holds its lock, in one etcd transaction
+    /// guarded on the lock key's create revision. `Ok(false)`: the lease was lost,
+    /// nothing was written.
+    ///
+    /// A read-modify-write made of [`get_fenced`](Self::get_fenced), then
+    /// `put_if_held`, is safe: the put is admitted only while this lease still holds
+    /// the lock, and while it does no other holder can have written since the read.
     pub async fn put_if_held(
         &self,
-        lease: &Lease,
+        lease: impl Into<LeaseHandle>,
         resource: &str,
         value: &[u8],
     ) -> Result<bool, Error> {
+        let lease = lease.into();
         let key = LockKey::new(lease.key())?;
         let lock_key = self.inner.layout.entry(&key, &lease.owner());
         let revision = i64::try_from(lease.fence().get()).unwrap_or(i64::MAX);
@@ -165,6 +171,10 @@ impl EtcdLock {
             )])
             .and_then([TxnOp::put(self.inner.layout.fenced(resource), value, None)]);
         let response = self.txn(txn).await?;
+        if !response.succeeded() {
+            dlock_core::metrics::fence_rejected("etcd");
+            tracing::info!(target: "dlock::fence", gate = "etcd", resource, fence = lease.fence().get(), "put_if_held refused: the lease no longer holds the lock");
+        }
         Ok(response.succeeded())
     }
 
@@ -214,7 +224,7 @@ impl EtcdLock {
         self.inner.endpoints.current_url()
     }
 
-    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, Error> {
+    pub(crate) async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, Error> {
         self.inner
             .endpoints
             .call(|mut c| async move { c.txn(txn).await.map_err(from_etcd) })

@@ -32,3 +32,11 @@ impl Harness for EtcdHarness {
 dlock_core::conformance_tests!(EtcdHarness {
     url: dlock_testkit::shared_etcd_url().await
 });
+
+mod gate {
+    dlock_core::gate_conformance_tests!({
+        let url = dlock_testkit::shared_etcd_url().await;
+        let lock = dlock_etcd::EtcdLock::connect(&url).await.expect("connect");
+        std::sync::Arc::new(dlock_etcd::EtcdFenceGate::new(&lock))
+    });
+}

@@ -323,7 +323,7 @@ async fn line(raw: &mut etcd_client::Client, prefix: &str, key: &str) -> Vec<Vec
         )
         .with_keys_only();
     let answer = raw
-        .get(format!("{prefix}{key}/"), Some(options))
+        .get(format!("{prefix}v2/lock/{key}/"), Some(options))
         .await
         .expect("get");
     answer.kvs().iter().map(|kv| kv.key().to_vec()).collect()
@@ -418,7 +418,7 @@ async fn an_operator_break_with_a_waiter_in_line_grants_nobody_stale() {
     let (mut raw, held, pending, keys) = holder_and_one_waiter("break-in-line").await;
     let url = shared_etcd_url().await;
     let prefix = String::from_utf8(keys[0].clone()).expect("utf-8");
-    let prefix = &prefix[..prefix.find("break-in-line/").expect("dir")];
+    let prefix = &prefix[..prefix.find("v2/lock/break-in-line/").expect("dir")];
     let admin = EtcdLock::connect(&format!("{url}/{prefix}"))
         .await
         .expect("connect");
@@ -444,7 +444,7 @@ async fn the_only_waiter_is_granted_when_the_holder_releases() {
     assert!(granted.fence() > holder_fence);
     // It holds the key it queued with, now first in line.
     let prefix = String::from_utf8(keys[0].clone()).expect("utf-8");
-    let prefix = &prefix[..prefix.find("handoff/").expect("dir")];
+    let prefix = &prefix[..prefix.find("v2/lock/handoff/").expect("dir")];
     assert_eq!(
         line(&mut raw, prefix, "handoff").await,
         vec![keys[1].clone()]
@@ -518,4 +518,113 @@ async fn key_names_are_reused_once_their_keys_are_gone_and_stale_leases_stay_sta
             .expect("put")
     );
     new.release().await.expect("release");
+}
+
+/// The read-modify-write that loses an update through a write-only fence: A reads
+/// and stalls past its TTL, B takes the lock and reads the same value. With
+/// `get_fenced` then `put_if_held`, A's write is refused. B works inside
+/// `with_lock`, through its `LeaseHandle`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_if_held_makes_a_read_modify_write_safe() {
+    let url = shared_etcd_url().await;
+    let a = EtcdLock::connect(&url).await.expect("connect");
+    let b = EtcdLock::connect(&url).await.expect("connect");
+    let k = key("rmw");
+    let account = format!("{k}:balance");
+    let balance_of = |read: Option<Vec<u8>>| -> u64 {
+        String::from_utf8_lossy(&read.expect("written"))
+            .parse()
+            .expect("a number")
+    };
+    let setup = a
+        .acquire(&k, Acquire::ttl(Duration::from_secs(10)))
+        .await
+        .expect("acquire");
+    assert!(a.put_if_held(&setup, &account, b"100").await.expect("put"));
+    drop(setup);
+
+    // A reads, then stalls past its 2 s TTL (no keep-alive).
+    let stale = a
+        .acquire(
+            &k,
+            Acquire::ttl(Duration::from_secs(2)).wait(Duration::from_secs(10)),
+        )
+        .await
+        .expect("acquire");
+    let a_read = balance_of(a.get_fenced(&account).await.expect("get"));
+    // B waits for the key, reads the same balance and debits it.
+    let b_debit = b.clone().with_lock(
+        &k,
+        Acquire::ttl(Duration::from_secs(10)).wait(Duration::from_secs(20)),
+        {
+            let (b, account) = (b.clone(), account.clone());
+            move |lease| async move {
+                let read = balance_of(b.get_fenced(&account).await.expect("get"));
+                b.put_if_held(&lease, &account, (read - 10).to_string().as_bytes())
+                    .await
+                    .expect("put")
+            }
+        },
+    );
+    assert_eq!(b_debit.await.ok(), Some(true), "B's write was refused");
+    assert_eq!(a_read, 100);
+    assert!(
+        !a.put_if_held(&stale, &account, (a_read - 10).to_string().as_bytes())
+            .await
+            .expect("put"),
+        "the stalled holder's write, computed from a superseded read, went through"
+    );
+    assert_eq!(
+        b.get_fenced(&account).await.expect("get").as_deref(),
+        Some(b"90".as_slice()),
+        "an update was lost"
+    );
+}
+
+/// No lock key, however named, reaches internal data: a lock on `fenced`, `gate`
+/// or `election` is an ordinary free lock beside fenced writes, gate registers and
+/// elections, and breaking it deletes none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_names_are_ordinary_lock_keys() {
+    use dlock_core::{FenceGate, FenceToken};
+    let url = shared_etcd_url().await;
+    let lock = EtcdLock::connect(&url).await.expect("connect");
+    let gate = dlock_etcd::EtcdFenceGate::new(&lock);
+    let held = lock
+        .acquire(&key("writer"), Acquire::ttl(Duration::from_secs(10)))
+        .await
+        .expect("acquire");
+    for name in ["fenced", "gate", "election", "lock", "v2", "v1", "fenced/x"] {
+        assert!(lock.put_if_held(&held, name, b"data").await.expect("put"));
+        assert!(
+            gate.write(name, FenceToken(1), b"data")
+                .await
+                .expect("write")
+                .is_accepted()
+        );
+    }
+    let election = dlock_etcd::EtcdElection::new(&lock, "election").expect("election");
+    let leader = election
+        .campaign("me", Duration::from_secs(10))
+        .await
+        .expect("campaign");
+    for name in ["fenced", "gate", "election", "lock", "v2", "v1", "fenced/x"] {
+        let mut lease = lock
+            .try_acquire(name, Duration::from_secs(5))
+            .await
+            .expect("try_acquire")
+            .unwrap_or_else(|| panic!("the free key `{name}` is busy"));
+        lease.release().await.expect("release");
+        lock.force_release(name).await.expect("force_release");
+    }
+    for name in ["fenced", "gate", "election", "lock", "v2", "v1", "fenced/x"] {
+        assert_eq!(
+            lock.get_fenced(name).await.expect("get").as_deref(),
+            Some(b"data".as_slice()),
+            "breaking a lock deleted the fenced write `{name}`"
+        );
+        assert!(gate.read(name).await.expect("read").is_some());
+    }
+    assert!(leader.is_leader(), "breaking a lock ended an election");
+    leader.resign().await.expect("resign");
 }

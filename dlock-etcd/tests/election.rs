@@ -86,7 +86,7 @@ async fn a_leader_whose_key_is_deleted_knows_it_lost() {
         .expect("connect");
     let deleted = raw
         .delete(
-            format!("dlock/v1/election/{election_name}"),
+            format!("dlock/v2/election/{election_name}"),
             Some(etcd_client::DeleteOptions::new().with_prefix()),
         )
         .await

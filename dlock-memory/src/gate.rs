@@ -6,10 +6,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use dlock_core::{Admission, Error, FenceGate, FenceToken, metrics};
+use dlock_core::{Admission, Error, FenceGate, FenceToken, FencedRead, stale_token};
 
-/// A fenced register per resource, in memory: a write is stored only if its token
-/// is at least the highest accepted for that resource, in one atomic step.
+/// A fenced register per resource, in memory: an operation is admitted only if its
+/// token is at least the highest admitted for that resource, in one atomic step
+/// (see [`FenceGate`] for the guarantee).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), dlock_core::Error> {
@@ -27,13 +28,33 @@ pub struct MemoryFenceGate {
     registers: Arc<Mutex<HashMap<String, Register>>>,
 }
 
-/// The highest accepted token and the value written with it.
-type Register = (FenceToken, Vec<u8>);
+/// The highest admitted token, and the last value written (none yet after only a
+/// read for update).
+type Register = (FenceToken, Option<Vec<u8>>);
 
 impl MemoryFenceGate {
     /// A gate with no resources yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Admits `token` for `resource` in one step under the table's lock: raises the
+    /// highest token to it and runs `then` on the register, or answers `Stale`.
+    fn admit<T>(
+        &self,
+        resource: &str,
+        token: FenceToken,
+        then: impl FnOnce(&mut Option<Vec<u8>>) -> T,
+    ) -> Result<T, FenceToken> {
+        let mut registers = self.registers.lock().unwrap_or_else(|p| p.into_inner());
+        let (highest, value) = registers
+            .entry(resource.to_owned())
+            .or_insert((token, None));
+        if token < *highest {
+            return Err(*highest);
+        }
+        *highest = token;
+        Ok(then(value))
     }
 }
 
@@ -51,25 +72,33 @@ impl FenceGate for MemoryFenceGate {
         token: FenceToken,
         value: &[u8],
     ) -> Result<Admission, Error> {
-        let mut registers = self.registers.lock().unwrap_or_else(|p| p.into_inner());
-        match registers.get_mut(resource) {
-            Some((highest, _)) if token < *highest => {
-                metrics::fence_rejected("memory");
-                Ok(Admission::Stale { highest: *highest })
+        match self.admit(resource, token, |stored| *stored = Some(value.to_vec())) {
+            Ok(()) => Ok(Admission::Accepted),
+            Err(highest) => {
+                stale_token("memory", resource, token, highest);
+                Ok(Admission::Stale { highest })
             }
-            Some(register) => {
-                *register = (token, value.to_vec());
-                Ok(Admission::Accepted)
-            }
-            None => {
-                registers.insert(resource.to_owned(), (token, value.to_vec()));
-                Ok(Admission::Accepted)
+        }
+    }
+
+    async fn read_for_update(
+        &self,
+        resource: &str,
+        token: FenceToken,
+    ) -> Result<FencedRead, Error> {
+        match self.admit(resource, token, |stored| stored.clone()) {
+            Ok(value) => Ok(FencedRead::Current(value)),
+            Err(highest) => {
+                stale_token("memory", resource, token, highest);
+                Ok(FencedRead::Stale { highest })
             }
         }
     }
 
     async fn read(&self, resource: &str) -> Result<Option<(FenceToken, Vec<u8>)>, Error> {
         let registers = self.registers.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(registers.get(resource).cloned())
+        Ok(registers
+            .get(resource)
+            .and_then(|(token, value)| Some((*token, value.clone()?))))
     }
 }

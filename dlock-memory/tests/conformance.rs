@@ -56,3 +56,7 @@ mod bulkheaded {
         ),
     });
 }
+
+mod gate {
+    dlock_core::gate_conformance_tests!(std::sync::Arc::new(dlock_memory::MemoryFenceGate::new()));
+}

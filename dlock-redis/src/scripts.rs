@@ -85,13 +85,11 @@ return 0
     )
 });
 
-/// KEYS: gate register. ARGV: token (decimal), value.
-/// Stores the value if the token is at least the highest accepted; returns
-/// `{1, token}` or `{0, highest}`. Tokens compare as decimal strings (by length,
-/// then digits), so every u64 compares exactly, beyond Lua's 2^53.
-pub(crate) static GATE_WRITE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+/// The gate's admission check, shared by its scripts: returns `{0, highest}` from
+/// the script if the token in ARGV[1] is below the highest admitted, else records it
+/// as the highest. Tokens compare as decimal strings (by length, then digits), so
+/// every u64 compares exactly, beyond Lua's 2^53.
+const GATE_ADMIT: &str = r#"
 local highest = redis.call('HGET', KEYS[1], 'token')
 if highest then
   local t = ARGV[1]
@@ -99,8 +97,22 @@ if highest then
     return {0, highest}
   end
 end
-redis.call('HSET', KEYS[1], 'token', ARGV[1], 'value', ARGV[2])
-return {1, ARGV[1]}
-"#,
-    )
+"#;
+
+/// KEYS: gate register. ARGV: token (decimal), value.
+/// Stores the value if the token is at least the highest admitted, recording the
+/// token; returns `{1, token}` or `{0, highest}`.
+pub(crate) static GATE_WRITE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{GATE_ADMIT}redis.call('HSET', KEYS[1], 'token', ARGV[1], 'value', ARGV[2])\nreturn {{1, ARGV[1]}}\n"
+    ))
+});
+
+/// KEYS: gate register. ARGV: token (decimal).
+/// Records the token as the highest if it is at least the highest admitted, and
+/// returns `{1, value}` (value nil if never written), or `{0, highest}`.
+pub(crate) static GATE_READ_FOR_UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{GATE_ADMIT}redis.call('HSET', KEYS[1], 'token', ARGV[1])\nreturn {{1, redis.call('HGET', KEYS[1], 'value')}}\n"
+    ))
 });

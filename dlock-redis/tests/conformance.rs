@@ -32,3 +32,13 @@ impl Harness for RedisHarness {
 dlock_core::conformance_tests!(RedisHarness {
     url: dlock_testkit::shared_redis_url().await
 });
+
+mod gate {
+    dlock_core::gate_conformance_tests!({
+        let url = dlock_testkit::shared_redis_url().await;
+        let lock = dlock_redis::RedisLock::connect(&url)
+            .await
+            .expect("connect");
+        std::sync::Arc::new(dlock_redis::RedisFenceGate::new(&lock))
+    });
+}

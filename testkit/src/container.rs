@@ -142,7 +142,8 @@ fn docker_help(error: &str) -> String {
     format!(
         "could not start a test container: {error}\n\
          These tests need a running Docker engine and the server images: \
-         run scripts/test-images.sh (it builds local images from Debian's packages) \
-         and export the variables it prints, or let Docker pull the official images."
+         run them through scripts/test.sh, or run `eval \"$(scripts/setup.sh)\"` \
+         first (it picks or builds the images and exports DLOCK_REDIS_IMAGE and \
+         DLOCK_ETCD_IMAGE)."
     )
 }

@@ -20,6 +20,7 @@ use futures::FutureExt;
 use crate::DynLock;
 
 pub mod cases;
+pub mod gate;
 
 /// What the suite needs from a backend under test.
 #[async_trait]
