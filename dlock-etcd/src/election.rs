@@ -151,10 +151,10 @@ impl EtcdElection {
             ))),
         };
         let (name, value) = (self.name.clone(), value.into());
-        let campaign = self
-            .lock
-            .endpoints()
-            .call(|mut c| async move { c.campaign(name, value, lease).await.map_err(from_etcd) });
+        // Blocks until elected: through the client without a request timeout.
+        let campaign = self.lock.endpoints().call_waiting(|mut c| async move {
+            c.campaign(name, value, lease).await.map_err(from_etcd)
+        });
         let elected = tokio::select! {
             elected = campaign => elected,
             () = wait_lost(Arc::clone(&state)) => Err(Error::LeaseLost { key: self.name.clone() }),
@@ -196,27 +196,45 @@ impl EtcdElection {
     }
 
     /// Every leader's value as it is elected (or proclaims a new one), starting with
-    /// the current leader's.
+    /// the current leader's. With no leader yet, the first [`next`](LeaderChanges::next)
+    /// waits for one, as long as it takes; an error from it means the observer was
+    /// lost (the connection failed), not that there is no leader.
     pub async fn observe(&self) -> Result<LeaderChanges, Error> {
-        let name = self.name.clone();
-        let stream = self
-            .lock
-            .endpoints()
-            .call(|mut c| async move { c.observe(name).await.map_err(from_etcd) })
-            .await?;
-        Ok(LeaderChanges { stream })
+        Ok(LeaderChanges {
+            election: self.clone(),
+            stream: None,
+        })
     }
 }
 
 /// The values of successive leaders; see [`EtcdElection::observe`].
 pub struct LeaderChanges {
-    stream: etcd_client::ObserveStream,
+    election: EtcdElection,
+    /// Opened by the first `next`: etcd answers an observer only once there is a
+    /// leader, so opening it is itself a wait.
+    stream: Option<etcd_client::ObserveStream>,
 }
 
 impl LeaderChanges {
     /// The next leader's value; `None` when the stream ends.
     pub async fn next(&mut self) -> Option<Result<Vec<u8>, Error>> {
-        match self.stream.message().await {
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => {
+                let name = self.election.name.clone();
+                let opened = self
+                    .election
+                    .lock
+                    .endpoints()
+                    .call_waiting(|mut c| async move { c.observe(name).await.map_err(from_etcd) })
+                    .await;
+                match opened {
+                    Ok(stream) => self.stream.insert(stream),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+        };
+        match stream.message().await {
             Ok(Some(answer)) => Some(Ok(answer
                 .kv()
                 .map(|kv| kv.value().to_vec())

@@ -17,50 +17,81 @@ use crate::errors::from_etcd;
 
 pub(crate) struct Endpoints {
     urls: Vec<String>,
-    options: ConnectOptions,
-    /// One client per endpoint, made when first needed (a member down at start-up
-    /// is tried again when failover reaches it).
-    clients: Mutex<Vec<Option<Client>>>,
+    /// For ordinary requests: each bounded by the operation timeout.
+    bounded: Clients,
+    /// For the calls that block until something happens (an election campaign, an
+    /// observer waiting for a leader): the same settings without the per-request
+    /// timeout, which tonic applies until the first answer arrives and so would end
+    /// every wait longer than it. Made only when first needed.
+    waiting: Clients,
     current: AtomicUsize,
 }
 
+/// One client per endpoint, made when first needed (a member down at start-up is
+/// tried again when failover reaches it).
+struct Clients {
+    options: ConnectOptions,
+    clients: Mutex<Vec<Option<Client>>>,
+}
+
+/// Which clients a call goes through.
+#[derive(Clone, Copy)]
+enum Kind {
+    Bounded,
+    Waiting,
+}
+
 impl Endpoints {
-    pub(crate) fn new(urls: Vec<String>, options: ConnectOptions) -> Self {
-        let clients = Mutex::new(vec![None; urls.len()]);
-        Endpoints {
-            urls,
+    /// `options` without a request timeout; ordinary requests get `timeout`.
+    pub(crate) fn new(
+        urls: Vec<String>,
+        options: ConnectOptions,
+        timeout: std::time::Duration,
+    ) -> Self {
+        let clients = |options: ConnectOptions| Clients {
             options,
-            clients,
+            clients: Mutex::new(vec![None; urls.len()]),
+        };
+        Endpoints {
+            bounded: clients(options.clone().with_timeout(timeout)),
+            waiting: clients(options),
+            urls,
             current: AtomicUsize::new(0),
         }
     }
 
-    /// The endpoint in use and its client, starting from the current endpoint and
-    /// moving on past any that cannot be reached.
-    pub(crate) async fn client(&self) -> Result<(usize, Client), Error> {
+    /// The endpoint in use and its client of `kind`, starting from the current
+    /// endpoint and moving on past any that cannot be reached.
+    async fn client(&self, kind: Kind) -> Result<(usize, Client), Error> {
+        let clients = match kind {
+            Kind::Bounded => &self.bounded,
+            Kind::Waiting => &self.waiting,
+        };
         let n = self.urls.len();
         let start = self.current.load(Ordering::Acquire);
         let mut last = None;
         for step in 0..n {
             let at = (start + step) % n;
-            let cached = self.clients.lock().unwrap_or_else(|p| p.into_inner())[at].clone();
+            let cached = clients.clients.lock().unwrap_or_else(|p| p.into_inner())[at].clone();
             let client = match cached {
                 Some(client) => client,
-                None => match Client::connect([&self.urls[at]], Some(self.options.clone())).await {
-                    Ok(client) => {
-                        self.clients.lock().unwrap_or_else(|p| p.into_inner())[at] =
-                            Some(client.clone());
-                        client
-                    }
-                    Err(e) => {
-                        let error = from_etcd(e);
-                        if !error.is_retryable() {
-                            return Err(error);
+                None => {
+                    match Client::connect([&self.urls[at]], Some(clients.options.clone())).await {
+                        Ok(client) => {
+                            clients.clients.lock().unwrap_or_else(|p| p.into_inner())[at] =
+                                Some(client.clone());
+                            client
                         }
-                        last = Some(error);
-                        continue;
+                        Err(e) => {
+                            let error = from_etcd(e);
+                            if !error.is_retryable() {
+                                return Err(error);
+                            }
+                            last = Some(error);
+                            continue;
+                        }
                     }
-                },
+                }
             };
             if step > 0 {
                 self.current.store(at, Ordering::Release);
@@ -77,7 +108,26 @@ impl Endpoints {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let (at, client) = self.client().await?;
+        self.call_with(Kind::Bounded, request).await
+    }
+
+    /// [`call`](Self::call) for a request that blocks until something happens: no
+    /// request timeout (HTTP/2 keep-alive still notices a dead member). The caller
+    /// bounds it, or cancels it by dropping the future.
+    pub(crate) async fn call_waiting<T, F, Fut>(&self, request: F) -> Result<T, Error>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        self.call_with(Kind::Waiting, request).await
+    }
+
+    async fn call_with<T, F, Fut>(&self, kind: Kind, request: F) -> Result<T, Error>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let (at, client) = self.client(kind).await?;
         let result = request(client).await;
         if let Err(e) = &result
             && e.is_retryable()

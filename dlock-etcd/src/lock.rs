@@ -96,7 +96,6 @@ impl EtcdLock {
     async fn open(config: EtcdConfig) -> Result<Self, Error> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
-            .with_timeout(config.operation_timeout)
             .with_keep_alive(config.keep_alive_interval, config.operation_timeout)
             // A member cut off from the leader refuses instead of serving stale reads.
             .with_require_leader(true);
@@ -111,7 +110,7 @@ impl EtcdLock {
             }
             options = options.with_tls(tls);
         }
-        let endpoints = Endpoints::new(config.endpoints.clone(), options);
+        let endpoints = Endpoints::new(config.endpoints.clone(), options, config.operation_timeout);
         // Connecting is lazy: one read under the prefix proves an endpoint answers and
         // the credentials are good (a status request needs no credentials).
         let probe = GetOptions::new().with_keys_only().with_limit(1);

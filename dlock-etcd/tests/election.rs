@@ -147,3 +147,56 @@ async fn an_abandoned_campaign_leaves_no_ghost_candidate() {
         Some(b"c".as_slice())
     );
 }
+
+/// A campaign and an observer wait as long as their callers want: longer than the
+/// client's operation timeout (2 s here), which bounds ordinary requests only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_and_an_observer_wait_longer_than_the_operation_timeout() {
+    let url = shared_etcd_url().await;
+    let election_name = name("long-wait");
+    let client = || async {
+        let config = dlock_etcd::EtcdConfig::builder()
+            .endpoint(url.replace("etcd://", "http://"))
+            .operation_timeout(Duration::from_secs(2))
+            .build()
+            .expect("config");
+        EtcdLock::connect_with(config).await.expect("connect")
+    };
+    let a = EtcdElection::new(&client().await, &election_name).expect("name");
+    let b = EtcdElection::new(&client().await, &election_name).expect("name");
+    let watcher = EtcdElection::new(&client().await, &election_name).expect("name");
+    let ttl = Duration::from_secs(5);
+
+    // Nobody leads for 3 s: the observer waits for the first leader.
+    let mut changes = watcher.observe().await.expect("observe");
+    let observed = tokio::spawn(async move { changes.next().await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !observed.is_finished(),
+        "the observer gave up: {:?}",
+        observed.await
+    );
+    let first = a.campaign("a", ttl).await.expect("a campaigns");
+    let seen = tokio::time::timeout(Duration::from_secs(5), observed)
+        .await
+        .expect("the observer did not see the leader")
+        .expect("task");
+    assert_eq!(seen.expect("a change").expect("ok"), b"a");
+
+    // B waits 3 s behind A, then leads once A resigns.
+    let second = tokio::spawn(async move { b.campaign("b", ttl).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !second.is_finished(),
+        "b's campaign ended while a led: {:?}",
+        second.await
+    );
+    first.resign().await.expect("resign");
+    let second = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("b was not elected after a resigned")
+        .expect("task")
+        .expect("b's campaign failed");
+    assert!(second.is_leader());
+    second.resign().await.expect("resign");
+}
