@@ -32,9 +32,14 @@ pub struct Capabilities {
     pub max_ttl: Duration,
     /// TTLs must be whole multiples of this (etcd: one second). Zero: any TTL.
     pub ttl_granularity: Duration,
-    /// How long past its TTL an abandoned lock may stay held (etcd: a leader change
-    /// refreshes every lease). Zero where the TTL is exact.
-    pub expiry_slack: Duration,
+    /// How long past its TTL an abandoned lock may stay held when the server keeps
+    /// running as it is (etcd: lease expiry is checked about every 500 ms, and an
+    /// election takes about one election timeout). Zero where the TTL is exact. See
+    /// [`expiry_slack`](Self::expiry_slack) for what a leader change adds.
+    pub expiry_slack_fixed: Duration,
+    /// A leader change renews every lease to its full TTL (etcd without lease
+    /// checkpointing): an abandoned lock then stays held up to a whole TTL longer.
+    pub leader_change_renews_leases: bool,
     /// Whether abandoned leases expire one by one or with their client.
     pub expiry_scope: ExpiryScope,
     /// Clock drift allowed between this machine and the server, as a fraction of the
@@ -45,6 +50,19 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// How long past its TTL an abandoned lock of `ttl` may stay held across one
+    /// leader change: the fixed slack, plus the whole TTL where a new leader renews
+    /// every lease. Each further leader change within the lease's life can add as
+    /// much again, so a cluster whose leader flaps keeps abandoned locks longer; with
+    /// no leader change, [`expiry_slack_fixed`](Self::expiry_slack_fixed) bounds it.
+    pub fn expiry_slack(&self, ttl: Duration) -> Duration {
+        if self.leader_change_renews_leases {
+            self.expiry_slack_fixed.saturating_add(ttl)
+        } else {
+            self.expiry_slack_fixed
+        }
+    }
+
     /// The drift subtracted from a lease of `ttl` when computing `valid_until`.
     pub fn drift(&self, ttl: Duration) -> Duration {
         if self.drift_factor == 0.0 {
@@ -78,7 +96,8 @@ impl Default for Capabilities {
             min_ttl: Duration::from_millis(1),
             max_ttl: Duration::from_secs(365 * 24 * 3600),
             ttl_granularity: Duration::ZERO,
-            expiry_slack: Duration::ZERO,
+            expiry_slack_fixed: Duration::ZERO,
+            leader_change_renews_leases: false,
             expiry_scope: ExpiryScope::PerLease,
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),

@@ -79,7 +79,7 @@ impl std::fmt::Debug for Attempt {
 /// 1. **Mutual exclusion**: while a lease on K is valid and not released, no other
 ///    attempt on K succeeds.
 /// 2. **Expiry**: a holder that disappears without releasing frees K after the TTL
-///    (plus [`Capabilities::expiry_slack`]).
+///    (plus [`Capabilities::expiry_slack`], which grows with leader changes).
 /// 3. **Ownership**: `extend` or `release` by an owner whose lease expired and was
 ///    taken fails with [`Error::LeaseLost`] and leaves the new holder alone.
 /// 4. **Fencing**: tokens of successive acquisitions of K strictly increase, across

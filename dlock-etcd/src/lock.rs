@@ -307,7 +307,7 @@ impl EtcdLock {
             .await?
             .id();
         // Known before the key exists, so a cleanup can revoke it whatever happens next.
-        self.sweep_places();
+        self.revoke_swept(self.sweep_places());
         self.places().insert(
             *owner,
             Place {
@@ -438,21 +438,53 @@ impl EtcdLock {
 
     /// Forgets places whose lease must have expired on the server (a lease left to
     /// expire is never released), once the map has doubled since the last sweep.
-    fn sweep_places(&self) {
+    /// Takes out the places nobody refreshed for two TTLs: acquisitions that ended
+    /// without a confirmed release (its request failed, the runtime shut down). Their
+    /// leases may still live (a leader change renews every lease to its full TTL), so
+    /// the caller revokes them.
+    fn sweep_places(&self) -> Vec<(OwnerId, i64)> {
         let mut places = self.places();
         let threshold = self
             .inner
             .sweep_at
             .load(std::sync::atomic::Ordering::Relaxed);
         if places.len() < threshold {
-            return;
+            return Vec::new();
         }
         let now = BootInstant::now();
-        places.retain(|_, p| now < p.refreshed.saturating_add(p.ttl.saturating_mul(2)));
+        let mut stale = Vec::new();
+        places.retain(|owner, p| {
+            let live = now < p.refreshed.saturating_add(p.ttl.saturating_mul(2));
+            if !live {
+                stale.push((*owner, p.lease));
+            }
+            live
+        });
         let next = (places.len() * 2).max(SWEEP_FLOOR);
         self.inner
             .sweep_at
             .store(next, std::sync::atomic::Ordering::Relaxed);
+        stale
+    }
+
+    /// Revokes swept places' leases in the background. Their key names are not given
+    /// back: the acquisition that had one may only be frozen, and could come back
+    /// and use it.
+    fn revoke_swept(&self, stale: Vec<(OwnerId, i64)>) {
+        if stale.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        runtime.spawn(async move {
+            for (_, lease) in stale {
+                if let Err(error) = this.revoke(lease).await {
+                    tracing::debug!(%error, lease, "revoking a swept place failed; its TTL ends it");
+                }
+            }
+        });
     }
 
     /// Resolves when `predecessor` is deleted (or the watch ends). If it was our only
@@ -562,7 +594,11 @@ impl Lock for EtcdLock {
             max_ttl: MAX_REPRESENTABLE_TTL,
             ttl_granularity: Duration::from_secs(1),
             // A leader change restarts every lease's countdown.
-            expiry_slack: Duration::from_secs(2),
+            // Expiry is checked every 500 ms; an election takes about an election timeout.
+            expiry_slack_fixed: Duration::from_secs(2),
+            // Without lease checkpointing (off by default), a new leader renews every
+            // lease to its full TTL.
+            leader_change_renews_leases: true,
             expiry_scope: ExpiryScope::PerLease,
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),

@@ -201,3 +201,79 @@ async fn a_frozen_holder_loses_the_lock_and_its_late_writes() {
             .expect("put")
     );
 }
+
+/// Moves etcd's leadership from the leader to member `to`; returns once `to` leads.
+async fn move_leader(cluster: &EtcdCluster, from: usize, to: usize) {
+    let mut leader = etcd_client::Client::connect([cluster.endpoints()[from].as_str()], None)
+        .await
+        .expect("connect to the leader");
+    let mut target = etcd_client::Client::connect([cluster.endpoints()[to].as_str()], None)
+        .await
+        .expect("connect to the target");
+    let target_id = target
+        .status()
+        .await
+        .expect("status")
+        .header()
+        .expect("header")
+        .member_id();
+    leader.move_leader(target_id).await.expect("move_leader");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.leader(Duration::from_secs(5)).await != Some(to) {
+        assert!(Instant::now() < deadline, "member {to} never took over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A new leader renews every lease to its full TTL, so a lock abandoned just before
+/// a leader change stays held up to a TTL longer: `Capabilities::expiry_slack(ttl)`
+/// says so (a fixed slack of 2 s did not: measured 12 s for a 6 s lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_change_stretches_expiry_within_the_reported_slack() {
+    let cluster = EtcdCluster::start(3).await;
+    let leader = cluster
+        .leader(Duration::from_secs(10))
+        .await
+        .expect("a leader");
+    let follower = (leader + 1) % cluster.len();
+    let holder = client_starting_at(&cluster, follower).await;
+    let other = client_starting_at(&cluster, follower).await;
+    let caps = dlock_core::Lock::capabilities(&holder);
+    let k = key("leader-moved");
+    let ttl = Duration::from_secs(6);
+    let abandoned = holder
+        .acquire(&k, Acquire::ttl(ttl))
+        .await
+        .expect("acquire");
+    let acquired = Instant::now();
+    abandoned.leave_to_expire();
+    let waiter = {
+        let k = k.clone();
+        tokio::spawn(async move {
+            let lease = other
+                .acquire(&k, Acquire::ttl(ttl).wait(Duration::from_secs(60)))
+                .await;
+            (lease, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    move_leader(&cluster, leader, follower).await;
+    let moved = acquired.elapsed();
+    let (granted, at) = waiter.await.expect("task");
+    granted.expect("the waiter got the abandoned key");
+    let took = at - acquired;
+    println!(
+        "6 s lease, leader moved at {moved:?}: free after {took:?}; reported bound {:?}",
+        ttl + caps.expiry_slack(ttl)
+    );
+    // The fault took effect: the renewal kept the key past TTL + the fixed slack.
+    assert!(
+        took > ttl + caps.expiry_slack_fixed,
+        "no renewal seen ({took:?}): did the leader change?"
+    );
+    assert!(
+        took <= ttl + caps.expiry_slack(ttl) + Duration::from_secs(1),
+        "held {took:?}, beyond the reported {:?}",
+        ttl + caps.expiry_slack(ttl)
+    );
+}

@@ -118,7 +118,8 @@ impl Lock for MemoryLock {
             min_ttl: Duration::from_millis(1),
             max_ttl: Duration::MAX,
             ttl_granularity: Duration::ZERO,
-            expiry_slack: Duration::ZERO,
+            expiry_slack_fixed: Duration::ZERO,
+            leader_change_renews_leases: false,
             expiry_scope: ExpiryScope::PerLease,
             // One clock, in one process: nothing drifts.
             drift_factor: 0.0,

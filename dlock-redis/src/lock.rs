@@ -185,7 +185,8 @@ impl Lock for RedisLock {
             max_ttl: MAX_REPRESENTABLE_TTL,
             // PX counts whole milliseconds: a finer TTL would be cut short on the server.
             ttl_granularity: Duration::from_millis(1),
-            expiry_slack: Duration::ZERO,
+            expiry_slack_fixed: Duration::ZERO,
+            leader_change_renews_leases: false,
             expiry_scope: ExpiryScope::PerLease,
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),

@@ -227,7 +227,7 @@ pub async fn abandoned_lease_expires_after_ttl(h: &dyn Harness) -> Checked {
     let early = b.try_acquire(&key, ttl).await.expect("backend failed");
     assert!(early.is_none(), "the key was free right after acquisition");
     let started = Instant::now();
-    let limit = ttl + caps.expiry_slack + Duration::from_secs(2);
+    let limit = ttl + caps.expiry_slack_fixed + Duration::from_secs(2);
     let next = b
         .acquire(&key, Acquire::ttl(ttl).wait(limit))
         .await
@@ -287,7 +287,7 @@ pub async fn queued_waiters_take_over_expired_holders(h: &dyn Harness) -> Checke
             "granted while the previous lease was valid"
         );
         let late = granted.saturating_duration_since(previous);
-        let bound = caps.drift(ttl) + caps.expiry_slack + Duration::from_millis(500);
+        let bound = caps.drift(ttl) + caps.expiry_slack_fixed + Duration::from_millis(500);
         assert!(
             late <= bound,
             "taken over {late:?} after the previous lease ran out"
@@ -307,7 +307,7 @@ async fn expire_and_take(
 ) -> crate::Lease {
     crate::clock::sleep_until(old_valid_until).await;
     let b = h.client().await;
-    let wait = short_ttl(caps) + caps.expiry_slack + Duration::from_secs(2);
+    let wait = short_ttl(caps) + caps.expiry_slack_fixed + Duration::from_secs(2);
     b.acquire(key, Acquire::ttl(long_ttl(caps)).wait(wait))
         .await
         .expect("the expired key could not be taken")
@@ -667,7 +667,7 @@ pub async fn acquire_dropped_at_any_poll_leaves_key_free(h: &dyn Harness) -> Che
                 tokio::task::yield_now().await;
             }
         }
-        let wait = ttl + caps.expiry_slack + Duration::from_secs(2);
+        let wait = ttl + caps.expiry_slack_fixed + Duration::from_secs(2);
         b.acquire(&key, Acquire::ttl(ttl).wait(wait))
             .await
             .unwrap_or_else(|e| {
