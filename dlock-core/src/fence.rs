@@ -95,6 +95,8 @@ pub enum FencedRead {
 ///   writes was computed from the latest value. No update is lost, however long a
 ///   holder stalls between its read and its write. [`FenceGateExt::update`] does
 ///   both steps.
+/// - Operations with equal tokens (one lease, or clones of its handle) are not
+///   ordered against each other: make one update at a time per lease.
 ///
 /// Fencing writes alone is not enough for a read-modify-write: a stale holder A
 /// (token 5) reads, stalls, and B (token 6) reads the same value; A's write is

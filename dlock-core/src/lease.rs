@@ -68,6 +68,18 @@ impl LeaseState {
         self.changed.notify_waiters();
     }
 
+    /// Before an extension that shortens the lease is sent: the server may apply
+    /// it even if its answer never comes, so from now on the lease is only as valid
+    /// as the shorter TTL says, and keep-alive plans with it.
+    fn shortening(&self, valid_until: BootInstant, ttl: Duration) {
+        if valid_until < self.valid_until() {
+            self.ttl_nanos.store(clock::nanos(ttl), Ordering::Relaxed);
+            self.valid_until
+                .store(valid_until.as_nanos(), Ordering::Release);
+            self.changed.notify_waiters();
+        }
+    }
+
     fn newest_extension(&self) -> BootInstant {
         *self
             .newest_extension
@@ -272,6 +284,9 @@ impl Lease {
             return Err(self.lost_error());
         }
         let sent = BootInstant::now();
+        let drift = self.lock.capabilities().drift(ttl);
+        self.state
+            .shortening(sent.saturating_add(ttl).saturating_sub(drift), ttl);
         let budget = self.budget(sent);
         match bounded(
             "extend",
@@ -281,7 +296,6 @@ impl Lease {
         .await
         {
             Ok(()) => {
-                let drift = self.lock.capabilities().drift(ttl);
                 self.state
                     .extended(sent, sent.saturating_add(ttl).saturating_sub(drift), ttl);
                 Ok(())

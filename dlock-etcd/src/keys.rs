@@ -46,7 +46,7 @@ impl KeyLayout {
         format!("{}lock/{}/", self.prefix, escape(key.as_str()))
     }
 
-    /// `[prefix]<escaped key>/<client><slot>`: one acquisition's place in line,
+    /// `[prefix]v2/lock/<escaped key>/<client><slot>`: one acquisition's place in line,
     /// named after its owner's slot (see `owners`).
     pub(crate) fn entry(&self, key: &LockKey, owner: &OwnerId) -> String {
         format!("{}{}", self.dir(key), crate::owners::key_name(owner))

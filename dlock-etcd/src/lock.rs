@@ -389,8 +389,11 @@ impl EtcdLock {
                 return Err(gone());
             }
             place.refreshed = sent;
-            if let Some(known) = self.places().get_mut(owner) {
-                known.refreshed = sent;
+            match self.places().get_mut(owner) {
+                Some(known) => known.refreshed = sent,
+                // Swept while this request was out (a long suspend): its lease is
+                // being revoked, so the place is not ours to use.
+                None => return Err(gone()),
             }
             response
         };
@@ -671,8 +674,10 @@ impl Lock for EtcdLock {
         if !self.refresh(place.lease).await? {
             return Err(lost());
         }
-        if let Some(known) = self.places().get_mut(owner) {
-            known.refreshed = sent;
+        match self.places().get_mut(owner) {
+            Some(known) => known.refreshed = sent,
+            // Swept meanwhile: its lease is being revoked.
+            None => return Err(lost()),
         }
         let entry = self.inner.layout.entry(key, owner);
         let response = self

@@ -253,3 +253,60 @@ fn keep_alive_outside_a_tokio_runtime_is_a_typed_error() {
         other => panic!("expected the key to be free, got {other:?}"),
     }
 }
+
+/// Applies extensions with the short TTL on the server, then loses the answer.
+#[derive(Clone)]
+struct ShortExtendAnswerLost {
+    server: MemoryLock,
+    short: Duration,
+}
+
+#[async_trait]
+impl Lock for ShortExtendAnswerLost {
+    fn capabilities(&self) -> Capabilities {
+        self.server.capabilities()
+    }
+    async fn attempt(&self, request: AttemptRequest<'_>) -> Result<Attempt, Error> {
+        self.server.attempt(request).await
+    }
+    async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
+        self.server.extend(key, owner, ttl).await?;
+        if ttl == self.short {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+    async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
+        self.server.release(key, owner).await
+    }
+    fn operation_timeout(&self) -> Duration {
+        Duration::from_millis(300)
+    }
+}
+
+/// A shortening `extend_with` whose answer is lost may still have been applied:
+/// the lease must not go on claiming its old, longer validity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shortening_extension_with_an_unknown_outcome_shortens_validity() {
+    let short = Duration::from_millis(600);
+    let lock = ShortExtendAnswerLost {
+        server: MemoryLock::new(),
+        short,
+    };
+    let mut lease = lock
+        .acquire("k", Acquire::ttl(Duration::from_secs(10)))
+        .await
+        .expect("acquire");
+    let sent = BootInstant::now();
+    let outcome = lease.extend_with(short).await;
+    assert!(
+        matches!(outcome, Err(Error::OperationTimeout { .. })),
+        "{outcome:?}"
+    );
+    // The extension was sent a moment after `sent`; before, the lease kept 10 s.
+    assert!(
+        lease.valid_until() <= sent.saturating_add(short + Duration::from_millis(20)),
+        "valid_until still claims {:?} after a shortening that may have landed",
+        lease.remaining()
+    );
+}
