@@ -36,7 +36,7 @@ pub enum Backend {
     Etcd,
 }
 
-/// The fault injected halfway through the run.
+/// The fault, injected again and again through the middle half of the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// A holder paused past its TTL inside its critical section: SIGSTOP and
@@ -185,8 +185,19 @@ pub async fn run(plan: Plan) -> Row {
                 });
                 children.push(child);
             }
-            tokio::time::sleep(plan.run / 2).await;
-            inject(&plan, &setup, ttl, &children, &mut enter_rx, &record).await;
+            // The fault, again and again from a quarter of the run to three quarters.
+            tokio::time::sleep(plan.run / 4).await;
+            let stop_at = tokio::time::Instant::now() + plan.run / 2;
+            let mut round = 0;
+            loop {
+                inject(&plan, &setup, ttl, &children, round, &mut enter_rx, &record).await;
+                round += 1;
+                let rest = ttl * 4;
+                if tokio::time::Instant::now() + rest >= stop_at {
+                    break;
+                }
+                tokio::time::sleep(rest).await;
+            }
             for mut child in children {
                 let _ = tokio::time::timeout(plan.run + ttl * 10, child.wait()).await;
                 let _ = child.kill().await;
@@ -202,8 +213,8 @@ pub async fn run(plan: Plan) -> Row {
     row
 }
 
-/// Task workers on one in-process lock; the fault is a stall of worker 0 inside
-/// its next critical section, halfway through.
+/// Task workers on one in-process lock; the fault is a stall of a worker inside
+/// its next critical section, repeated through the middle half of the run.
 async fn run_tasks(
     plan: &Plan,
     ttl: Duration,
@@ -235,12 +246,23 @@ async fn run_tasks(
             record,
         )));
     }
-    tokio::time::sleep(plan.run / 2).await;
+    // The stall, again and again from a quarter of the run to three quarters, each
+    // time in another worker.
+    tokio::time::sleep(plan.run / 4).await;
+    let stop_at = tokio::time::Instant::now() + plan.run / 2;
     let pause = ttl.mul_f64(2.5);
-    fault_event(record, plan.fault, true);
-    stalls[0].next(pause);
-    tokio::time::sleep(pause).await;
-    fault_event(record, plan.fault, false);
+    let mut victim = 0;
+    loop {
+        fault_event(record, plan.fault, true);
+        stalls[victim % stalls.len()].next(pause);
+        tokio::time::sleep(pause).await;
+        fault_event(record, plan.fault, false);
+        victim += 1;
+        if tokio::time::Instant::now() + pause * 2 >= stop_at {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+    }
     for task in tasks {
         let _ = task.await;
     }
@@ -400,6 +422,7 @@ async fn inject(
     setup: &Setup,
     ttl: Duration,
     children: &[tokio::process::Child],
+    round: usize,
     entered: &mut tokio::sync::mpsc::UnboundedReceiver<u32>,
     record: &impl Fn(Event),
 ) {
@@ -407,15 +430,19 @@ async fn inject(
     let pause = ttl.mul_f64(2.5).max(Duration::from_secs(3));
     match plan.fault {
         Fault::ClientPause => {
-            // Stop worker 0 inside a critical section: right after it enters one.
+            // Stop a worker (another each round) inside a critical section: right
+            // after it enters one.
+            let victim = round % children.len();
             while entered.try_recv().is_ok() {}
-            let deadline = tokio::time::Instant::now() + plan.run / 2;
+            let deadline = tokio::time::Instant::now() + plan.run / 4;
             while tokio::time::Instant::now() < deadline {
-                if let Ok(Some(0)) = tokio::time::timeout(ttl, entered.recv()).await {
+                if let Ok(Some(w)) = tokio::time::timeout(ttl, entered.recv()).await
+                    && w as usize == victim
+                {
                     break;
                 }
             }
-            let pid = children[0].id().expect("worker 0 runs");
+            let pid = children[victim].id().expect("the worker runs");
             let pid = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap_or_default())
                 .expect("a pid");
             fault_event(record, plan.fault, true);

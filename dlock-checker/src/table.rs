@@ -72,7 +72,8 @@ pub fn page(rows: &[Row], command: &str, seconds: u64) -> String {
          quarter of the TTL, write both, release. The **plain** register is read and\n\
          written directly, trusting the lock alone; the **fenced** one is read with\n\
          `read_for_update` and written with `write` through a fence gate, with the\n\
-         lease's token. Halfway through, the fault hits. The registers live on a store\n\
+         lease's token. Through the middle half of the run the fault hits, again and\n\
+         again (a pause of 2.5 TTLs, or 3 s, then 4 TTLs of calm). The registers live on a store\n\
          the fault does not touch (in process, or a separate Redis), so every lost\n\
          update is the lock's doing. Timestamps are `CLOCK_MONOTONIC`, comparable across\n\
          the workers' processes.\n\n\
