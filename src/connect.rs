@@ -12,6 +12,7 @@ use dlock_core::{DynFenceGate, DynLock, Error, InvalidInput, redact_url};
 /// | `memory://` or `memory://NAME` | in-process table, shared by every `connect` to the same name in this process | `memory` (default) |
 /// | `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS) | one Redis server | `redis` |
 /// | `etcd://[user:password@]host:port[,host:port...][/prefix/]`, `etcds://...` (TLS) | an etcd cluster | `etcd` |
+/// | `redlock://[user:password@]host:port,host:port,host:port[/db]`, `redlocks://...` (TLS) | Redlock over independent Redis servers | `redlock` |
 ///
 /// An unknown scheme, or one whose feature is not enabled, is an
 /// [`InvalidInput::Url`] error; the URL in the error never shows a password.
@@ -34,7 +35,9 @@ pub async fn connect(url: &str) -> Result<DynLock, Error> {
 /// gate beside the lock: the resource side of fencing on the same backend
 /// ([`MemoryFenceGate`](dlock_memory::MemoryFenceGate) shared by every `connect` to
 /// the same `memory://NAME`, `RedisFenceGate`, `EtcdFenceGate`). Fenced code then
-/// changes with the URL alone, like the rest.
+/// changes with the URL alone, like the rest. Redlock has no gate of its own (its
+/// nodes are for locks; the resource lives elsewhere): its gate refuses every
+/// operation with an error that says so.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), dlock::Error> {
@@ -83,10 +86,13 @@ async fn open(url: &str) -> Result<(DynLock, DynFenceGate), Error> {
         "redis" | "rediss" => Err(not_built(url, "redis", rest)),
         #[cfg(not(feature = "etcd"))]
         "etcd" | "etcds" => Err(not_built(url, "etcd", rest)),
-        "redlock" => Err(bad_url(
-            url,
-            &format!("the `{scheme}` backend is not available in this build"),
-        )),
+        #[cfg(feature = "redlock")]
+        "redlock" | "redlocks" => {
+            let lock = dlock_redlock::RedlockLock::connect(url).await?;
+            Ok((Arc::new(lock), no_gate("redlock")))
+        }
+        #[cfg(not(feature = "redlock"))]
+        "redlock" | "redlocks" => Err(not_built(url, "redlock", rest)),
         other => Err(bad_url(url, &format!("unknown scheme `{other}`"))),
     }
 }
@@ -112,6 +118,54 @@ fn memory(url: &str, rest: &str) -> Result<(DynLock, DynFenceGate), Error> {
         .unwrap_or_else(|p| p.into_inner());
     let (lock, gate) = tables.entry(name.to_owned()).or_default().clone();
     Ok((Arc::new(lock), Arc::new(gate)))
+}
+
+/// The gate of a backend that has none of its own: every operation refuses, and
+/// says where the gate belongs.
+#[cfg(feature = "redlock")]
+fn no_gate(backend: &'static str) -> DynFenceGate {
+    Arc::new(NoGate(backend))
+}
+
+#[cfg(feature = "redlock")]
+struct NoGate(&'static str);
+
+#[cfg(feature = "redlock")]
+impl NoGate {
+    fn refuse(&self) -> Error {
+        Error::InvalidInput(InvalidInput::Option {
+            name: "gate",
+            reason: format!(
+                "{} has no fence gate of its own: keep the gate with the resource (a \
+                 RedisFenceGate on the resource's Redis, or the SQL recipe), and pass \
+                 it the lease's token",
+                self.0
+            ),
+        })
+    }
+}
+
+#[cfg(feature = "redlock")]
+#[async_trait::async_trait]
+impl dlock_core::FenceGate for NoGate {
+    async fn write(
+        &self,
+        _: &str,
+        _: dlock_core::FenceToken,
+        _: &[u8],
+    ) -> Result<dlock_core::Admission, Error> {
+        Err(self.refuse())
+    }
+    async fn read_for_update(
+        &self,
+        _: &str,
+        _: dlock_core::FenceToken,
+    ) -> Result<dlock_core::FencedRead, Error> {
+        Err(self.refuse())
+    }
+    async fn read(&self, _: &str) -> Result<Option<(dlock_core::FenceToken, Vec<u8>)>, Error> {
+        Err(self.refuse())
+    }
 }
 
 /// A URL whose backend this build leaves out: the message names the feature.

@@ -24,3 +24,7 @@ pub use dlock_memory::{MemoryFenceGate, MemoryLock};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
 pub use dlock_redis::{RedisConfig, RedisFenceGate, RedisLock};
+#[cfg(feature = "redlock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redlock")))]
+#[doc(inline)]
+pub use dlock_redlock::{RedlockConfig, RedlockLock};

@@ -82,6 +82,32 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+
+    /// So many nodes of a quorum backend (Redlock) are down, unreachable, or behind
+    /// an open circuit breaker that no quorum is possible: a definite answer, not
+    /// retried within the caller's wait. Carries each failed node's error.
+    #[error("no quorum possible: {} of the nodes failed ({})", .failures.len(), NodeFailures(.failures))]
+    QuorumUnavailable {
+        /// How many nodes a quorum needs.
+        needed: usize,
+        /// Each failed node (its address, without credentials) and its error.
+        failures: Vec<(String, Error)>,
+    },
+}
+
+/// Formats a quorum's node failures as `node: error; node: error`.
+struct NodeFailures<'a>(&'a [(String, Error)]);
+
+impl std::fmt::Display for NodeFailures<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (node, error)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{node}: {error}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Error {

@@ -29,6 +29,7 @@ pub struct RedisConfig {
     pub(crate) prefix: String,
     pub(crate) connect_timeout: Duration,
     pub(crate) operation_timeout: Duration,
+    pub(crate) retries: usize,
     pub(crate) tls_root_cert_pem: Option<Vec<u8>>,
 }
 
@@ -42,6 +43,7 @@ pub struct RedisConfigBuilder {
     prefix: String,
     connect_timeout: Option<Duration>,
     operation_timeout: Option<Duration>,
+    retries: Option<usize>,
     tls_root_cert_pem: Option<Vec<u8>>,
 }
 
@@ -59,6 +61,16 @@ impl RedisConfig {
     /// A builder; set at least the URL.
     pub fn builder() -> RedisConfigBuilder {
         RedisConfigBuilder::default()
+    }
+
+    /// The server's address, `host:port`, without credentials: for logs and errors.
+    pub fn server_address(&self) -> String {
+        match self.info.addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port}"),
+            redis::ConnectionAddr::Unix(path) => path.display().to_string(),
+            other => format!("{other}"),
+        }
     }
 
     /// The key prefix (namespace).
@@ -117,6 +129,14 @@ impl RedisConfigBuilder {
     /// How long connecting may take (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// How many times a command that failed with its connection is sent again on a
+    /// fresh one (default 1). 0 lets every connection failure surface, so a caller
+    /// sees each restart (Redlock checks the server's `run_id` then).
+    pub fn retries_after_reconnect(mut self, retries: usize) -> Self {
+        self.retries = Some(retries);
         self
     }
 
@@ -186,6 +206,7 @@ impl RedisConfigBuilder {
                 self.operation_timeout,
                 DEFAULT_OPERATION_TIMEOUT,
             )?,
+            retries: self.retries.unwrap_or(1),
             tls_root_cert_pem: self.tls_root_cert_pem,
             info,
             url,

@@ -23,7 +23,7 @@ impl RedisFenceGate {
 
 impl RedisFenceGate {
     fn register(&self, resource: &str) -> String {
-        self.lock.layout().gate(resource)
+        self.lock.node().layout().gate(resource)
     }
 }
 
@@ -53,7 +53,7 @@ impl FenceGate for RedisFenceGate {
             .key(self.register(resource))
             .arg(token.get().to_string())
             .arg(value)
-            .invoke_async(&mut self.lock.connection())
+            .invoke_async(&mut self.lock.node().connection())
             .await
             .map_err(|e| from_redis(Some(resource), e))?;
         if admitted == 1 {
@@ -72,7 +72,7 @@ impl FenceGate for RedisFenceGate {
         let (admitted, found): (i64, Option<Vec<u8>>) = scripts::GATE_READ_FOR_UPDATE
             .key(self.register(resource))
             .arg(token.get().to_string())
-            .invoke_async(&mut self.lock.connection())
+            .invoke_async(&mut self.lock.node().connection())
             .await
             .map_err(|e| from_redis(Some(resource), e))?;
         if admitted == 1 {
@@ -88,7 +88,7 @@ impl FenceGate for RedisFenceGate {
             .arg(self.register(resource))
             .arg("token")
             .arg("value")
-            .query_async(&mut self.lock.connection())
+            .query_async(&mut self.lock.node().connection())
             .await
             .map_err(|e| from_redis(Some(resource), e))?;
         match (token, value) {

@@ -6,6 +6,7 @@ mod errors;
 mod gate;
 mod keys;
 mod lock;
+mod node;
 mod notify;
 mod scripts;
 
@@ -14,3 +15,4 @@ pub use config::{
 };
 pub use gate::RedisFenceGate;
 pub use lock::RedisLock;
+pub use node::{NodeGrant, RedisNode};

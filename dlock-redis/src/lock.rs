@@ -4,38 +4,27 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use dlock_core::{
-    Attempt, AttemptRequest, Capabilities, Error, ExpiryScope, FenceToken, InvalidInput, Lock,
-    LockKey, MAX_REPRESENTABLE_TTL, OwnerId,
+    Attempt, AttemptRequest, Capabilities, Error, ExpiryScope, Lock, LockKey,
+    MAX_REPRESENTABLE_TTL, OwnerId,
     local_queue::{LocalQueue, Turn},
 };
-use redis::{
-    Client, ProtocolVersion, Value,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
 
-use crate::{RedisConfig, errors::from_redis, keys::KeyLayout, notify::ReleaseNotifier, scripts};
-
-/// How long a fence counter outlives its last acquisition. A counter that expired is
-/// seeded again from the server clock, above every token issued before.
-const FENCE_COUNTER_TTL: Duration = Duration::from_secs(24 * 3600);
+use crate::{NodeGrant, RedisConfig, RedisNode};
 
 /// Locks on one Redis server. Cheap to clone: clones share the connections.
 ///
 /// One multiplexed connection carries the commands; a second one carries the
 /// pattern subscription that wakes waiters when a lock is released. Both reconnect
-/// by themselves (redis-rs's `ConnectionManager`).
+/// by themselves (redis-rs's `ConnectionManager`). This client's waiters queue
+/// locally per key, so only the head of the line contends at the server.
 #[derive(Clone)]
 pub struct RedisLock {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    conn: ConnectionManager,
-    /// Kept for its subscription; messages arrive through `notifier`.
-    _subscriber: ConnectionManager,
-    notifier: Arc<ReleaseNotifier>,
+    node: RedisNode,
     queue: LocalQueue,
-    config: RedisConfig,
 }
 
 impl RedisLock {
@@ -47,42 +36,10 @@ impl RedisLock {
     /// Connects with `config`; fails within its connect timeout if the server is
     /// unreachable, refuses the credentials, or does not speak Redis.
     pub async fn connect_with(config: RedisConfig) -> Result<Self, Error> {
-        let limit = config.connect_timeout;
-        dlock_core::bounded("connect", limit, Self::open(config)).await
-    }
-
-    async fn open(config: RedisConfig) -> Result<Self, Error> {
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.operation_timeout))
-            .set_number_of_retries(1);
-        let conn =
-            ConnectionManager::new_with_config(client(&config, false)?, manager_config.clone())
-                .await
-                .map_err(|e| from_redis(None, e))?;
-        let notifier = Arc::new(ReleaseNotifier::new(config.layout.clone()));
-        let push_target = Arc::clone(&notifier);
-        let subscriber_config = manager_config
-            .set_push_sender(move |push| {
-                push_target.on_push(push);
-                Ok::<(), redis::aio::SendError>(())
-            })
-            .set_automatic_resubscription();
-        let mut subscriber =
-            ConnectionManager::new_with_config(client(&config, true)?, subscriber_config)
-                .await
-                .map_err(|e| from_redis(None, e))?;
-        subscriber
-            .psubscribe(config.layout.released_pattern())
-            .await
-            .map_err(|e| from_redis(None, e))?;
         Ok(RedisLock {
             inner: Arc::new(Inner {
-                conn,
-                _subscriber: subscriber,
-                notifier,
+                node: RedisNode::connect(config).await?,
                 queue: LocalQueue::new(),
-                config,
             }),
         })
     }
@@ -91,84 +48,24 @@ impl RedisLock {
     /// lock would, and wakes its waiters. The holder's next extension fails and its
     /// `lost()` fires. Returns whether a lock was there.
     pub async fn force_release(&self, key: &str) -> Result<bool, Error> {
-        let key = LockKey::new(key)?;
-        let layout = self.layout();
-        let (deleted, _): (i64, i64) = redis::pipe()
-            .atomic()
-            .del(layout.lock(&key))
-            .publish(layout.released_channel(&key), "")
-            .query_async(&mut self.connection())
-            .await
-            .map_err(|e| from_redis(Some(key.as_str()), e))?;
-        Ok(deleted == 1)
+        self.inner.node.force_release(&LockKey::new(key)?).await
     }
 
     /// The configuration this lock was connected with.
     pub fn config(&self) -> &RedisConfig {
-        &self.inner.config
+        self.inner.node.config()
     }
 
-    pub(crate) fn connection(&self) -> ConnectionManager {
-        self.inner.conn.clone()
+    /// The server, as a node: its per-node operations.
+    pub fn node(&self) -> &RedisNode {
+        &self.inner.node
     }
-
-    pub(crate) fn layout(&self) -> &KeyLayout {
-        &self.inner.config.layout
-    }
-}
-
-/// A client for the config's server; `resp3` for the subscriber, whose messages
-/// arrive as pushes on a connection that reconnects and resubscribes by itself.
-fn client(config: &RedisConfig, resp3: bool) -> Result<Client, Error> {
-    let mut info = config.info.clone();
-    if resp3 {
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        info = info.set_redis_settings(settings);
-    }
-    let built = match &config.tls_root_cert_pem {
-        Some(pem) => Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            },
-        ),
-        None => Client::open(info),
-    };
-    built.map_err(|e| {
-        Error::InvalidInput(InvalidInput::Url {
-            url: config.to_string(),
-            reason: e.to_string(),
-        })
-    })
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn integer(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn unexpected(reply: &Value) -> Error {
-    Error::backend(format!(
-        "unexpected reply from the acquire script: {reply:?}"
-    ))
 }
 
 impl std::fmt::Debug for RedisLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLock")
-            .field("config", &self.inner.config)
+            .field("config", self.config())
             .finish_non_exhaustive()
     }
 }
@@ -211,54 +108,27 @@ impl Lock for RedisLock {
         }
         // Armed before the script runs, so a release right after it is not missed.
         let wake = local.map(|local| -> dlock_core::WakeSignal {
-            let remote = inner.notifier.listen(req.key);
+            let remote = inner.node.listen(req.key);
             Box::pin(async move {
                 futures::future::select(local, remote).await;
             })
         });
-        let layout = &inner.config.layout;
-        let reply: Value = scripts::ACQUIRE
-            .key(layout.lock(req.key))
-            .key(layout.fence(req.key))
-            .arg(req.owner.to_hex())
-            .arg(millis(req.ttl))
-            .arg(millis(FENCE_COUNTER_TTL.max(req.ttl)))
-            .invoke_async(&mut inner.conn.clone())
-            .await
-            .map_err(|e| from_redis(Some(req.key.as_str()), e))?;
-        let Value::Array(parts) = &reply else {
-            return Err(unexpected(&reply));
-        };
-        match (
-            parts.first().and_then(integer),
-            parts.get(1).and_then(integer),
-        ) {
-            (Some(1), Some(token)) => {
+        match inner.node.acquire(req.key, req.owner, req.ttl).await? {
+            NodeGrant::Granted(fence) => {
                 if req.queue {
                     inner.queue.leave(req.key, req.owner);
                 }
                 Ok(Attempt::Acquired {
-                    fence: FenceToken(token),
+                    fence,
                     valid_from: None,
                 })
             }
-            (Some(0), pttl) => Ok(Attempt::Busy {
-                wake,
-                retry_after: pttl.map(Duration::from_millis),
-            }),
-            _ => Err(unexpected(&reply)),
+            NodeGrant::Held(retry_after) => Ok(Attempt::Busy { wake, retry_after }),
         }
     }
 
     async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
-        let extended: i64 = scripts::EXTEND
-            .key(self.layout().lock(key))
-            .arg(owner.to_hex())
-            .arg(millis(ttl))
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(|e| from_redis(Some(key.as_str()), e))?;
-        if extended == 1 {
+        if self.inner.node.extend(key, owner, ttl).await? {
             Ok(())
         } else {
             Err(Error::LeaseLost {
@@ -270,22 +140,16 @@ impl Lock for RedisLock {
     async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
         // A waiter giving up leaves the local queue; a holder is not in it.
         self.inner.queue.leave(key, owner);
-        let released: i64 = scripts::RELEASE
-            .key(self.layout().lock(key))
-            .arg(owner.to_hex())
-            .arg(self.layout().released_channel(key))
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(|e| from_redis(Some(key.as_str()), e))?;
-        if released == 1 {
+        let released = self.inner.node.release(key, owner).await?;
+        if released {
             // This client's next waiter need not wait for the published message.
             self.inner.queue.wake_head(key);
         }
-        Ok(released == 1)
+        Ok(released)
     }
 
     fn operation_timeout(&self) -> Duration {
-        self.inner.config.operation_timeout
+        self.config().operation_timeout
     }
 
     fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {

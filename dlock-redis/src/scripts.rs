@@ -59,6 +59,37 @@ return {1, token}
     )
 });
 
+/// KEYS: lock, fence. ARGV: owner, token (decimal), fence counter ttl ms.
+/// Redlock's second round: raises the counter to the token if the owner still holds
+/// the lock and the counter is below it (or at it: a retry). Returns 1 if the
+/// counter now holds the token, 0 otherwise. Tokens stay below 2^53 (see ACQUIRE),
+/// so Lua's numbers compare them exactly.
+pub(crate) static RAISE_FENCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local token = tonumber(ARGV[2])
+local counter = redis.pcall('GET', KEYS[2])
+if type(counter) == 'table' and counter.err then
+  return redis.error_reply('DLOCK_CONFLICT ' .. KEYS[2] .. ' is not a fence counter')
+end
+if counter then
+  local current = tonumber(counter)
+  if not current then
+    return redis.error_reply('DLOCK_CONFLICT ' .. KEYS[2] .. ' is not a fence counter')
+  end
+  if current > token then
+    return 0
+  end
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+"#,
+    )
+});
+
 /// KEYS: lock. ARGV: owner, ttl ms. Returns 1 if extended, 0 if not held by owner.
 pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

@@ -50,6 +50,26 @@ pub async fn shared_redis_url() -> String {
     format!("redis://127.0.0.1:{port}")
 }
 
+/// `redis://127.0.0.1:<port>` of `n` shared, independent Redis servers (Redlock's
+/// nodes), started on first use; the same `n` servers for the whole test run.
+pub async fn shared_redis_nodes(n: usize) -> Vec<String> {
+    static PORTS: OnceCell<Vec<u16>> = OnceCell::const_new();
+    let ports = PORTS
+        .get_or_init(|| async {
+            let starts = (0..5).map(|i| {
+                let name = format!("dlock-test-redis-node{i}-{}", run_id());
+                async move { shared(&name, request(&[]), PORT).await }
+            });
+            futures::future::join_all(starts).await
+        })
+        .await;
+    assert!(n <= ports.len(), "at most {} shared nodes", ports.len());
+    ports[..n]
+        .iter()
+        .map(|port| format!("redis://127.0.0.1:{port}"))
+        .collect()
+}
+
 /// How to start a dedicated Redis.
 #[derive(Default, Clone)]
 pub struct RedisOptions {

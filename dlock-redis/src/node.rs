@@ -1,0 +1,273 @@
+//! `RedisNode`: one Redis server as a lock node, the per-node operations both
+//! `RedisLock` and Redlock's quorum (dlock-redlock) are built from. Each is one Lua
+//! script; none queues.
+
+use std::{sync::Arc, time::Duration};
+
+use dlock_core::{Error, FenceToken, InvalidInput, LockKey, OwnerId, WakeSignal};
+use redis::{
+    Client, ProtocolVersion, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+use crate::{RedisConfig, errors::from_redis, keys::KeyLayout, notify::ReleaseNotifier, scripts};
+
+/// How long a fence counter outlives its last acquisition. A counter that expired is
+/// seeded again from the server clock, above every token issued before.
+const FENCE_COUNTER_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// One Redis server: a multiplexed connection for the scripts, and a second one for
+/// the pattern subscription that announces releases. Both reconnect by themselves
+/// (redis-rs's `ConnectionManager`). Cheap to clone.
+#[derive(Clone)]
+pub struct RedisNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    /// Kept for its subscription; messages arrive through `notifier`.
+    _subscriber: ConnectionManager,
+    notifier: Arc<ReleaseNotifier>,
+    config: RedisConfig,
+}
+
+/// A node's answer to [`RedisNode::acquire`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeGrant {
+    /// Granted (or already ours: a retry by the same owner), with the token the
+    /// node's counter issued.
+    Granted(FenceToken),
+    /// Another owner holds the key, for about this much longer.
+    Held(Option<Duration>),
+}
+
+impl RedisNode {
+    /// Connects with `config`; fails within its connect timeout if the server is
+    /// unreachable, refuses the credentials, or does not speak Redis.
+    pub async fn connect(config: RedisConfig) -> Result<Self, Error> {
+        let limit = config.connect_timeout;
+        dlock_core::bounded("connect", limit, Self::open(config)).await
+    }
+
+    async fn open(config: RedisConfig) -> Result<Self, Error> {
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.operation_timeout))
+            .set_number_of_retries(config.retries);
+        let conn =
+            ConnectionManager::new_with_config(client(&config, false)?, manager_config.clone())
+                .await
+                .map_err(|e| from_redis(None, e))?;
+        let notifier = Arc::new(ReleaseNotifier::new(config.layout.clone()));
+        let push_target = Arc::clone(&notifier);
+        let subscriber_config = manager_config
+            .set_push_sender(move |push| {
+                push_target.on_push(push);
+                Ok::<(), redis::aio::SendError>(())
+            })
+            .set_automatic_resubscription();
+        let mut subscriber =
+            ConnectionManager::new_with_config(client(&config, true)?, subscriber_config)
+                .await
+                .map_err(|e| from_redis(None, e))?;
+        subscriber
+            .psubscribe(config.layout.released_pattern())
+            .await
+            .map_err(|e| from_redis(None, e))?;
+        Ok(RedisNode {
+            inner: Arc::new(Inner {
+                conn,
+                _subscriber: subscriber,
+                notifier,
+                config,
+            }),
+        })
+    }
+
+    /// The configuration this node was connected with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// A signal that fires at the next release of `key` on this node published after
+    /// this call: arm it before sending an attempt, so no release is missed.
+    pub fn listen(&self, key: &LockKey) -> WakeSignal {
+        self.inner.notifier.listen(key)
+    }
+
+    /// Takes `key` for `owner` for `ttl` if it is free, with the next token from
+    /// the key's counter (at least the server clock in µs, above every earlier
+    /// token), in one script. Never queues.
+    pub async fn acquire(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+    ) -> Result<NodeGrant, Error> {
+        let layout = self.layout();
+        let reply: Value = scripts::ACQUIRE
+            .key(layout.lock(key))
+            .key(layout.fence(key))
+            .arg(owner.to_hex())
+            .arg(millis(ttl))
+            .arg(millis(FENCE_COUNTER_TTL.max(ttl)))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(|e| from_redis(Some(key.as_str()), e))?;
+        let Value::Array(parts) = &reply else {
+            return Err(unexpected(&reply));
+        };
+        match (
+            parts.first().and_then(integer),
+            parts.get(1).and_then(integer),
+        ) {
+            (Some(1), Some(token)) => Ok(NodeGrant::Granted(FenceToken(token))),
+            (Some(0), pttl) => Ok(NodeGrant::Held(pttl.map(Duration::from_millis))),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    /// Raises `key`'s fence counter to `token` if `owner` still holds the key and
+    /// the counter is below it (or already at it: a retry). `false` if the key is no
+    /// longer `owner`'s or the counter is above `token`. Redlock's second round.
+    pub async fn raise_fence(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        token: FenceToken,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let layout = self.layout();
+        let raised: i64 = scripts::RAISE_FENCE
+            .key(layout.lock(key))
+            .key(layout.fence(key))
+            .arg(owner.to_hex())
+            .arg(token.get().to_string())
+            .arg(millis(FENCE_COUNTER_TTL.max(ttl)))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(|e| from_redis(Some(key.as_str()), e))?;
+        Ok(raised == 1)
+    }
+
+    /// Resets the TTL of `owner`'s hold on `key`; `false` if `owner` no longer holds it.
+    pub async fn extend(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let extended: i64 = scripts::EXTEND
+            .key(self.layout().lock(key))
+            .arg(owner.to_hex())
+            .arg(millis(ttl))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(|e| from_redis(Some(key.as_str()), e))?;
+        Ok(extended == 1)
+    }
+
+    /// Deletes `owner`'s hold on `key` and announces the release; `false` if
+    /// `owner` did not hold it.
+    pub async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
+        let released: i64 = scripts::RELEASE
+            .key(self.layout().lock(key))
+            .arg(owner.to_hex())
+            .arg(self.layout().released_channel(key))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(|e| from_redis(Some(key.as_str()), e))?;
+        Ok(released == 1)
+    }
+
+    /// Deletes the lock on `key` whoever holds it, and announces the release.
+    pub async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
+        let layout = self.layout();
+        let (deleted, _): (i64, i64) = redis::pipe()
+            .atomic()
+            .del(layout.lock(key))
+            .publish(layout.released_channel(key), "")
+            .query_async(&mut self.connection())
+            .await
+            .map_err(|e| from_redis(Some(key.as_str()), e))?;
+        Ok(deleted == 1)
+    }
+
+    /// The server's `run_id` (`INFO server`): it changes with every restart.
+    pub async fn run_id(&self) -> Result<String, Error> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.connection())
+            .await
+            .map_err(|e| from_redis(None, e))?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| Error::backend("INFO server has no run_id"))
+    }
+
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    pub(crate) fn layout(&self) -> &KeyLayout {
+        &self.inner.config.layout
+    }
+}
+
+impl std::fmt::Debug for RedisNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisNode")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client for the config's server; `resp3` for the subscriber, whose messages
+/// arrive as pushes on a connection that reconnects and resubscribes by itself.
+fn client(config: &RedisConfig, resp3: bool) -> Result<Client, Error> {
+    let mut info = config.info.clone();
+    if resp3 {
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        info = info.set_redis_settings(settings);
+    }
+    let built = match &config.tls_root_cert_pem {
+        Some(pem) => Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+        None => Client::open(info),
+    };
+    built.map_err(|e| {
+        Error::InvalidInput(InvalidInput::Url {
+            url: config.to_string(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn integer(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn unexpected(reply: &Value) -> Error {
+    Error::backend(format!(
+        "unexpected reply from the acquire script: {reply:?}"
+    ))
+}

@@ -1,0 +1,463 @@
+//! `RedlockLock`: the Redlock algorithm over N independent Redis servers, with a
+//! second round that makes fencing tokens.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use dlock_core::{
+    Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceToken,
+    InvalidInput, Lock, LockKey, OwnerId, WakeSignal, bounded, reliability::CircuitBreaker,
+};
+use dlock_redis::{NodeGrant, RedisNode};
+use futures::{StreamExt, stream::FuturesUnordered};
+use tokio::sync::mpsc;
+
+use crate::{
+    RedlockConfig,
+    health::{Node, Unfit},
+};
+
+/// Tokens must stay exact in the nodes' Lua numbers.
+const MAX_TOKEN: u64 = 1 << 53;
+
+/// Locks on a quorum of independent Redis servers (Redlock). Cheap to clone.
+///
+/// - **Acquire** asks every node at once, each within the smaller of its per-node
+///   timeout and the validity left, and decides as soon as a majority said yes (or
+///   as soon as no majority is possible). Validity is the TTL less the time since
+///   the first request was sent, less the drift (TTL·0.01 + 2 ms). A failed attempt
+///   releases on every node, including those that never answered.
+/// - **Fencing tokens**: each node's acquire script also issues a token from its
+///   counter; the client takes the highest of its majority plus one, and in a
+///   second round raises the counter to it on the nodes it holds (a majority must
+///   agree). Two grants never share a token, and a later acquisition always gets a
+///   larger one; see the crate docs for the argument and its assumptions.
+/// - **Node health**: a circuit breaker per node (an open one counts as "no" at
+///   once), and delayed restarts: a node seen restarting gets no vote until every
+///   lock it might have lost has expired.
+#[derive(Clone)]
+pub struct RedlockLock {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    nodes: Vec<Node>,
+    config: RedlockConfig,
+}
+
+impl RedlockLock {
+    /// Connects to `redlock://...` or `redlocks://...` with default settings.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(RedlockConfig::from_url(url)?).await
+    }
+
+    /// Connects to every node (all must answer) and notes each one's `run_id`.
+    /// Two addresses that reach the same server are refused.
+    pub async fn connect_with(config: RedlockConfig) -> Result<Self, Error> {
+        let connects = config.nodes.iter().map(|c| async move {
+            let node = RedisNode::connect(c.clone()).await?;
+            let run_id = bounded("run_id", c.connect_timeout(), node.run_id()).await?;
+            Ok::<_, Error>((node, run_id))
+        });
+        let connected = futures::future::join_all(connects).await;
+        let mut nodes = Vec::with_capacity(connected.len());
+        let mut run_ids = std::collections::HashMap::new();
+        for (i, result) in connected.into_iter().enumerate() {
+            let (redis, run_id) = result?;
+            let address = redis.config().server_address();
+            if let Some(other) = run_ids.insert(run_id.clone(), address.clone()) {
+                return Err(Error::InvalidInput(InvalidInput::Option {
+                    name: "nodes",
+                    reason: format!("{other} and {address} are the same server (run_id {run_id})"),
+                }));
+            }
+            let breaker = CircuitBreaker::builder()
+                .name(format!("redlock-node-{i}"))
+                .min_calls(4)
+                .reset_timeout(Duration::from_secs(2))
+                .build()
+                .map_err(Error::backend)?;
+            nodes.push(Node::new(redis, run_id, breaker));
+        }
+        Ok(RedlockLock {
+            inner: Arc::new(Inner { nodes, config }),
+        })
+    }
+
+    /// The configuration this lock was connected with.
+    pub fn config(&self) -> &RedlockConfig {
+        &self.inner.config
+    }
+
+    /// Deletes the lock on `key` on every node, whoever holds it; `true` if a
+    /// majority had it.
+    pub async fn force_release(&self, key: &str) -> Result<bool, Error> {
+        let key = LockKey::new(key)?;
+        let released =
+            futures::future::join_all(self.inner.nodes.iter().map(|n| n.redis.force_release(&key)))
+                .await;
+        Ok(released.iter().filter(|r| matches!(r, Ok(true))).count() >= self.config().quorum())
+    }
+
+    /// How long a restarted node waits for its vote.
+    fn restart_delay(&self) -> Duration {
+        if self.inner.config.delayed_restarts {
+            self.inner.config.max_ttl
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Releases `owner`'s keys on every node after a failed attempt, whatever the
+    /// breakers say: its requests may have landed anywhere. Awaited (within one
+    /// node's timeout) before the attempt returns, so a retry by the same owner
+    /// cannot be overtaken by this clean-up and lose its new grant; only nodes
+    /// behind an open breaker (which get no new requests) are left to finish in the
+    /// background.
+    async fn clean_up(&self, key: &LockKey, owner: &OwnerId, limit: Duration) {
+        let background = self.inner.config.operation_timeout;
+        let mut waits = Vec::new();
+        for node in &self.inner.nodes {
+            if node.breaker_open() {
+                let (redis, key, owner) = (node.redis.clone(), key.clone(), *owner);
+                tokio::spawn(async move {
+                    let _ = bounded("release", background, redis.release(&key, &owner)).await;
+                });
+            } else {
+                waits.push(bounded("release", limit, node.redis.release(key, owner)));
+            }
+        }
+        futures::future::join_all(waits).await;
+    }
+}
+
+impl std::fmt::Debug for RedlockLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedlockLock")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One node's answer to round 1.
+type Vote = (usize, Result<NodeGrant, Error>);
+
+#[async_trait]
+impl Lock for RedlockLock {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: "redlock",
+            fencing: self.inner.config.fencing,
+            fifo: false,
+            wake_on_release: true,
+            min_ttl: Duration::from_millis(100),
+            max_ttl: self.inner.config.max_ttl,
+            ttl_granularity: Duration::from_millis(1),
+            expiry_slack_fixed: Duration::ZERO,
+            leader_change_renews_leases: false,
+            expiry_scope: ExpiryScope::PerLease,
+            drift_factor: 0.01,
+            drift_fixed: Duration::from_millis(2),
+        }
+    }
+
+    async fn attempt(&self, req: AttemptRequest<'_>) -> Result<Attempt, Error> {
+        let config = &self.inner.config;
+        let nodes = &self.inner.nodes;
+        let (n, quorum) = (nodes.len(), config.quorum());
+        let per_node = config.per_node_timeout(req.ttl);
+        if per_node >= req.ttl {
+            return Err(Error::InvalidInput(InvalidInput::Option {
+                name: "per_node_timeout",
+                reason: format!(
+                    "{per_node:?} is not below the TTL {:?}: a node's answer could outlast the lease",
+                    req.ttl
+                ),
+            }));
+        }
+        let drift = self.capabilities().drift(req.ttl);
+        let valid_end = req.sent.saturating_add(req.ttl).saturating_sub(drift);
+        if valid_end <= req.sent.saturating_add(per_node) {
+            return Err(Error::InvalidInput(InvalidInput::Option {
+                name: "ttl",
+                reason: format!(
+                    "{:?} leaves no validity after the drift ({drift:?}) and one node's timeout",
+                    req.ttl
+                ),
+            }));
+        }
+        // Both rounds must also end within the machinery's operation timeout.
+        let deadline = valid_end.min(
+            req.sent
+                .saturating_add(config.operation_timeout.mul_f64(0.9)),
+        );
+        let left = || deadline.saturating_duration_since(BootInstant::now());
+        // Armed before any request, so a release in between is not missed.
+        let wake: Option<WakeSignal> = req.queue.then(|| {
+            let signals: Vec<WakeSignal> = nodes.iter().map(|n| n.redis.listen(req.key)).collect();
+            Box::pin(async move {
+                futures::future::select_all(signals).await;
+            }) as WakeSignal
+        });
+
+        // Round 1: every node at once.
+        let (votes, mut answers) = mpsc::unbounded_channel::<Vote>();
+        let mut failures: Vec<(String, Error)> = Vec::new();
+        let mut asked = 0;
+        for (i, node) in nodes.iter().enumerate() {
+            let permit = match node
+                .permit(per_node.min(left()), self.restart_delay())
+                .await
+            {
+                Ok(permit) => permit,
+                Err(unfit) => {
+                    let why = match unfit {
+                        Unfit::BreakerOpen => Error::unavailable("circuit breaker open"),
+                        Unfit::Restarted => {
+                            Error::unavailable("restarted lately: no vote until its locks expired")
+                        }
+                        Unfit::Failed(e) => e,
+                    };
+                    failures.push((node.address.clone(), why));
+                    continue;
+                }
+            };
+            asked += 1;
+            let (redis, key, owner, ttl) =
+                (node.redis.clone(), req.key.clone(), *req.owner, req.ttl);
+            let (votes, limit) = (votes.clone(), per_node.min(left()));
+            let inner = Arc::clone(&self.inner);
+            // A task per node, so late answers are settled (breaker, restart check)
+            // after the decision. A grant that comes after a failed attempt is
+            // undone by the attempt's clean-up, queued behind it on the connection.
+            tokio::spawn(async move {
+                let answer = bounded("acquire", limit, redis.acquire(&key, &owner, ttl)).await;
+                match &answer {
+                    Ok(_) => permit.success(),
+                    Err(e) => {
+                        inner.nodes[i].failed(e);
+                        permit.failure();
+                    }
+                }
+                let _ = votes.send((i, answer));
+            });
+        }
+        drop(votes);
+        if asked < quorum {
+            return Err(Error::QuorumUnavailable {
+                needed: quorum,
+                failures,
+            });
+        }
+        let mut granted: Vec<(usize, FenceToken)> = Vec::new();
+        let mut refused = 0;
+        let mut retry_after: Option<Duration> = None;
+        let mut won = false;
+        while refused + failures.len() <= n - quorum {
+            let Ok(Some((i, answer))) = tokio::time::timeout(left(), answers.recv()).await else {
+                break;
+            };
+            match answer {
+                Ok(NodeGrant::Granted(counter)) => {
+                    granted.push((i, counter));
+                    if granted.len() >= quorum {
+                        won = true;
+                        break;
+                    }
+                }
+                Ok(NodeGrant::Held(pttl)) => {
+                    refused += 1;
+                    tracing::debug!(node = %nodes[i].address, key = %req.key, "held by another owner");
+                    retry_after = match (retry_after, pttl) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Err(e) => failures.push((nodes[i].address.clone(), e)),
+            }
+        }
+
+        // Round 2: the token.
+        let mut fence = FenceToken(0);
+        if won && config.fencing {
+            let highest = granted
+                .iter()
+                .map(|(_, c)| c.get())
+                .max()
+                .unwrap_or_default();
+            let token = FenceToken(highest.saturating_add(1));
+            won = token.get() < MAX_TOKEN
+                && self
+                    .raise(req, &granted, token, per_node.min(left()), quorum)
+                    .await;
+            fence = token;
+        }
+        if won && BootInstant::now() < valid_end {
+            return Ok(Attempt::Acquired {
+                fence,
+                valid_from: None,
+            });
+        }
+        self.clean_up(req.key, req.owner, per_node).await;
+        if failures.len() > n - quorum {
+            return Err(Error::QuorumUnavailable {
+                needed: quorum,
+                failures,
+            });
+        }
+        Ok(Attempt::Busy { wake, retry_after })
+    }
+
+    async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
+        let nodes = &self.inner.nodes;
+        let quorum = self.inner.config.quorum();
+        let limit = self
+            .inner
+            .config
+            .per_node_timeout(ttl)
+            .min(self.inner.config.operation_timeout);
+        let mut asks: FuturesUnordered<_> = nodes
+            .iter()
+            .map(|node| async move {
+                let permit = node.permit(limit, Duration::ZERO).await;
+                let answer = match permit {
+                    Ok(permit) => {
+                        let answer =
+                            bounded("extend", limit, node.redis.extend(key, owner, ttl)).await;
+                        match &answer {
+                            Ok(_) => permit.success(),
+                            Err(e) => {
+                                node.failed(e);
+                                permit.failure();
+                            }
+                        }
+                        answer
+                    }
+                    Err(_) => Err(Error::unavailable("circuit breaker open")),
+                };
+                (node.address.clone(), answer)
+            })
+            .collect();
+        let (mut extended, mut not_held, mut failures) = (0, 0, Vec::new());
+        while let Some((address, answer)) = asks.next().await {
+            match answer {
+                Ok(true) => extended += 1,
+                Ok(false) => not_held += 1,
+                Err(e) => failures.push((address, e)),
+            }
+            if extended >= quorum {
+                return Ok(());
+            }
+            // Never deletes anything: a failed extension leaves the lease to expire.
+            if not_held > nodes.len() - quorum {
+                return Err(Error::LeaseLost {
+                    key: key.to_string(),
+                });
+            }
+            if not_held + failures.len() > nodes.len() - quorum {
+                break;
+            }
+        }
+        Err(Error::QuorumUnavailable {
+            needed: quorum,
+            failures,
+        })
+        .map_err(|e| match e {
+            // Retryable for keep-alive: the nodes may answer again in time.
+            Error::QuorumUnavailable { failures, .. } if failures.is_empty() => Error::LeaseLost {
+                key: key.to_string(),
+            },
+            Error::QuorumUnavailable { failures, .. } => Error::unavailable(format!(
+                "extend reached no quorum: {}",
+                failures
+                    .iter()
+                    .map(|(node, e)| format!("{node}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+            other => other,
+        })
+    }
+
+    async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
+        let limit = self.inner.config.operation_timeout;
+        // Every node, in parallel and in the background, so a frozen one holds
+        // nobody up; the answer counts the nodes that reply in time.
+        let (done, mut answers) = mpsc::unbounded_channel();
+        let mut waiting = 0;
+        for node in &self.inner.nodes {
+            let open = node.breaker_open();
+            let (redis, key, owner, done) = (node.redis.clone(), key.clone(), *owner, done.clone());
+            tokio::spawn(async move {
+                let answer = bounded("release", limit, redis.release(&key, &owner)).await;
+                let _ = done.send(answer);
+            });
+            if !open {
+                waiting += 1;
+            }
+        }
+        drop(done);
+        let (mut released, mut errors) = (0, Vec::new());
+        let deadline = tokio::time::Instant::now() + limit;
+        while waiting > 0 {
+            match tokio::time::timeout_at(deadline, answers.recv()).await {
+                Ok(Some(Ok(true))) => released += 1,
+                Ok(Some(Ok(false))) => {}
+                Ok(Some(Err(e))) => errors.push(e),
+                Ok(None) | Err(_) => break,
+            }
+            waiting -= 1;
+            if released >= self.inner.config.quorum() {
+                break;
+            }
+        }
+        if released >= self.inner.config.quorum() || errors.is_empty() {
+            return Ok(released >= self.inner.config.quorum());
+        }
+        Err(errors.remove(0))
+    }
+
+    fn operation_timeout(&self) -> Duration {
+        self.inner.config.operation_timeout
+    }
+}
+
+impl RedlockLock {
+    /// Round 2: raises the counter to `token` on the nodes that granted; `true` if
+    /// a majority did.
+    async fn raise(
+        &self,
+        req: AttemptRequest<'_>,
+        granted: &[(usize, FenceToken)],
+        token: FenceToken,
+        limit: Duration,
+        quorum: usize,
+    ) -> bool {
+        let mut raises: FuturesUnordered<_> = granted
+            .iter()
+            .map(|&(i, _)| {
+                let node = &self.inner.nodes[i];
+                async move {
+                    let raised = bounded(
+                        "raise_fence",
+                        limit,
+                        node.redis.raise_fence(req.key, req.owner, token, req.ttl),
+                    )
+                    .await;
+                    if let Err(e) = &raised {
+                        node.failed(e);
+                    }
+                    matches!(raised, Ok(true))
+                }
+            })
+            .collect();
+        let mut raised = 0;
+        while let Some(ok) = raises.next().await {
+            raised += usize::from(ok);
+            if raised >= quorum {
+                return true;
+            }
+        }
+        false
+    }
+}
