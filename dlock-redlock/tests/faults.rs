@@ -1,0 +1,276 @@
+//! Redlock under faults, against real Redis servers in containers: a node frozen,
+//! two of three stopped, a node restarted empty while the lock is held.
+
+use std::time::Duration;
+
+use dlock_core::{Acquire, Error, FenceGate, FenceToken, LockExt, OwnerId};
+use dlock_redlock::{RedlockConfig, RedlockLock};
+use dlock_testkit::{RedisOptions, Server, free_port, start_redis};
+use tokio::time::Instant;
+
+fn key(name: &str) -> String {
+    format!("dlock-redlock-faults:{name}:{}", OwnerId::random())
+}
+
+/// `n` dedicated servers without persistence, each on a fixed port so a restart
+/// keeps its address.
+async fn nodes(n: usize) -> (Vec<Server>, Vec<String>) {
+    let starts = (0..n).map(|_| async {
+        let port = free_port();
+        let server = start_redis(RedisOptions {
+            args: ["--save", "", "--appendonly", "no"]
+                .map(String::from)
+                .to_vec(),
+            host_port: Some(port),
+            ..RedisOptions::default()
+        })
+        .await;
+        (server, format!("redis://127.0.0.1:{port}"))
+    });
+    futures::future::join_all(starts).await.into_iter().unzip()
+}
+
+async fn connect(
+    urls: &[String],
+    configure: impl Fn(dlock_redlock::RedlockConfigBuilder) -> dlock_redlock::RedlockConfigBuilder,
+) -> RedlockLock {
+    let mut builder = RedlockConfig::builder();
+    for url in urls {
+        builder = builder.node_url(url.as_str());
+    }
+    RedlockLock::connect_with(configure(builder).build().expect("config"))
+        .await
+        .expect("connect")
+}
+
+/// Runs one command on the server at `url`, behind the clients' backs.
+async fn raw(url: &str, args: &[&str]) {
+    let mut conn = redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query_async(&mut conn).await.expect("command");
+}
+
+/// Whether `key` is held on the server at `url`, read behind the client's back.
+async fn held_on(url: &str, key: &str) -> bool {
+    let mut raw = redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(format!("dlock:v1:lock:{{{key}}}"))
+        .query_async(&mut raw)
+        .await
+        .expect("exists");
+    exists == 1
+}
+
+/// One acquire+release, timed.
+async fn cycle(locks: &RedlockLock, k: &str) -> Duration {
+    let started = Instant::now();
+    let mut lease = locks
+        .acquire(k, Acquire::ttl(Duration::from_secs(5)))
+        .await
+        .expect("acquire with a node frozen");
+    lease.release().await.expect("release");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_costs_no_waiting_once_its_breaker_opens_and_leaves_no_ghost() {
+    let (servers, urls) = nodes(3).await;
+    let locks = connect(&urls, |b| b).await;
+    let k = key("frozen");
+    let healthy: Vec<Duration> = {
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            times.push(cycle(&locks, &k).await);
+        }
+        times
+    };
+    servers[0].pause().await;
+    // Acquisitions go on with two of three; the first ones wait out the per-node
+    // timeout until the breaker opens.
+    let mut frozen = Vec::new();
+    for _ in 0..30 {
+        frozen.push(cycle(&locks, &k).await);
+    }
+    let median = |v: &[Duration]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (before, after) = (median(&healthy), median(&frozen[20..]));
+    println!("acquire+release p50: healthy {before:?}, one node frozen (breaker open) {after:?}");
+    assert!(
+        after <= before * 2 + Duration::from_millis(10),
+        "with the breaker open, p50 {after:?} against {before:?} healthy"
+    );
+
+    // A grant the frozen node queued runs when it thaws; it must not outlive a TTL.
+    let ghost = key("ghost");
+    let ttl = Duration::from_secs(2);
+    let mut lease = locks
+        .acquire(&ghost, Acquire::ttl(ttl))
+        .await
+        .expect("acquire");
+    lease.release().await.expect("release");
+    servers[0].unpause().await;
+    let thawed = Instant::now();
+    let deadline = thawed + ttl + Duration::from_millis(500);
+    while held_on(&urls[0], &ghost).await {
+        assert!(
+            Instant::now() < deadline,
+            "a ghost key outlived its TTL after the thaw"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The node rejoins: once its breaker closes, it holds keys again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rejoined = key("rejoined");
+    let mut seen = false;
+    for _ in 0..20 {
+        let lease = locks
+            .acquire(&rejoined, Acquire::ttl(Duration::from_secs(5)))
+            .await
+            .expect("acquire");
+        seen = held_on(&urls[0], &rejoined).await;
+        drop(lease);
+        if seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen, "the thawed node never took part again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_stopped_is_quorum_unavailable_at_once() {
+    let (servers, urls) = nodes(3).await;
+    let locks = connect(&urls, |b| b.per_node_timeout(Duration::from_millis(100))).await;
+    servers[1].stop(Duration::ZERO).await;
+    servers[2].stop(Duration::ZERO).await;
+    let started = Instant::now();
+    let outcome = locks
+        .acquire(
+            &key("down"),
+            Acquire::ttl(Duration::from_secs(5)).wait(Duration::from_secs(30)),
+        )
+        .await;
+    let took = started.elapsed();
+    match outcome {
+        Err(Error::QuorumUnavailable { needed, failures }) => {
+            assert_eq!(needed, 2);
+            assert_eq!(failures.len(), 2, "{failures:?}");
+        }
+        other => panic!("expected QuorumUnavailable, got {other:?}"),
+    }
+    // Within the per-node timeout plus a margin, never the caller's 30 s wait.
+    assert!(
+        took < Duration::from_millis(100) + Duration::from_millis(900),
+        "took {took:?}"
+    );
+}
+
+/// The known hazard of Redlock: a node that restarts empty while A holds the lock
+/// forgets A's key, so B can win a majority with it. Delayed restarts close it;
+/// fencing tokens stay unique and increasing either way, so a gate never accepts
+/// a lower token after a higher one.
+async fn restart_while_held(delayed_restarts: bool) -> (bool, Vec<FenceToken>) {
+    let (servers, urls) = nodes(3).await;
+    let a = connect(&urls, |b| b.delayed_restarts(delayed_restarts)).await;
+    let b = connect(&urls, |b| b.delayed_restarts(delayed_restarts)).await;
+    let k = key("restart");
+    let ttl = Duration::from_secs(10);
+    // A holds on nodes 0 and 1 (a third party has node 2 for the moment), then
+    // node 2 is free again and node 1 restarts empty, forgetting A.
+    raw(
+        &urls[2],
+        &[
+            "SET",
+            &format!("dlock:v1:lock:{{{k}}}"),
+            "someone",
+            "PX",
+            "60000",
+        ],
+    )
+    .await;
+    let held = a.acquire(&k, Acquire::ttl(ttl)).await.expect("A acquires");
+    assert!(held_on(&urls[0], &k).await && held_on(&urls[1], &k).await);
+    raw(&urls[2], &["DEL", &format!("dlock:v1:lock:{{{k}}}")]).await;
+    servers[1].kill().await;
+    servers[1].start_again().await;
+    let gate = dlock_memory::MemoryFenceGate::new();
+    assert!(
+        gate.write(&k, held.fence(), b"A")
+            .await
+            .expect("gate")
+            .is_accepted()
+    );
+    // B finds A on node 0, and nothing on nodes 1 and 2: a majority, if the
+    // restarted node votes. B's first request to it finds the old connection dead;
+    // the next ones reach it.
+    let mut granted = None;
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while granted.is_none() && Instant::now() < give_up {
+        match b.try_acquire(&k, Duration::from_secs(5)).await {
+            Ok(Some(lease)) => granted = Some(lease),
+            Ok(None) | Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let mut tokens = vec![held.fence()];
+    let b_won = granted.is_some();
+    if let Some(lease) = &granted {
+        tokens.push(lease.fence());
+        // B's token is above A's, so the gate takes B's write and refuses A's.
+        assert!(
+            gate.write(&k, lease.fence(), b"B")
+                .await
+                .expect("gate")
+                .is_accepted()
+        );
+        assert!(
+            !gate
+                .write(&k, held.fence(), b"A late")
+                .await
+                .expect("gate")
+                .is_accepted()
+        );
+    }
+    drop(granted);
+    drop(held);
+    // Later acquisitions keep climbing.
+    tokio::time::sleep(ttl + Duration::from_secs(1)).await;
+    let next = b
+        .acquire(
+            &k,
+            Acquire::ttl(Duration::from_secs(5)).wait(Duration::from_secs(15)),
+        )
+        .await
+        .expect("a later acquisition");
+    tokens.push(next.fence());
+    (b_won, tokens)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_empty_lets_a_second_holder_in_without_delayed_restarts() {
+    let (b_won, tokens) = restart_while_held(false).await;
+    println!("delayed restarts off: second holder {b_won}, tokens {tokens:?}");
+    assert!(b_won, "B was never granted: the hazard did not show");
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens {tokens:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_restarts_keep_the_second_holder_out() {
+    let (b_won, tokens) = restart_while_held(true).await;
+    println!("delayed restarts on: second holder {b_won}, tokens {tokens:?}");
+    assert!(!b_won, "B was granted while A held the lock");
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens {tokens:?}");
+}
