@@ -11,7 +11,7 @@ use dlock_checker::{
 
 const USAGE: &str = "usage:
   dlock-checker table [--seconds N]                        all scenarios, as docs/safety.md
-  dlock-checker run --backend memory|redis|etcd --fault client-pause|server-pause|server-restart|blackhole|leader-kill [--seconds N]
+  dlock-checker run --backend memory|redis|etcd|redlock|redlock-undelayed --fault client-pause|server-pause|server-restart|blackhole|leader-kill [--seconds N]
   dlock-checker worker ...                                 (started by the checker itself)";
 
 fn main() -> std::process::ExitCode {
@@ -94,6 +94,8 @@ fn parse_backend(s: &str) -> Option<Backend> {
         "memory" => Backend::Memory,
         "redis" => Backend::Redis,
         "etcd" => Backend::Etcd,
+        "redlock" => Backend::Redlock,
+        "redlock-undelayed" => Backend::RedlockUndelayed,
         _ => return None,
     })
 }

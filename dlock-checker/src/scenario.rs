@@ -34,6 +34,10 @@ pub enum Backend {
     Redis,
     /// etcd: workers are processes.
     Etcd,
+    /// Redlock over three Redis servers, delayed restarts on: workers are processes.
+    Redlock,
+    /// The same with delayed restarts off.
+    RedlockUndelayed,
 }
 
 /// The fault, injected again and again through the middle half of the run.
@@ -44,8 +48,9 @@ pub enum Fault {
     ClientPause,
     /// The server frozen (`docker pause`) for longer than the TTL.
     ServerPause,
-    /// The server killed and started again at once, without persistence: its
-    /// locks are gone, while their holders may still be working.
+    /// The server (Redlock: one of its nodes) killed and started again at once,
+    /// without persistence: its locks are gone, while their holders may still be
+    /// working.
     ServerRestart,
     /// The link between workers and server blackholed, then restored.
     Blackhole,
@@ -102,13 +107,17 @@ impl Backend {
             Backend::Memory => "memory",
             Backend::Redis => "redis",
             Backend::Etcd => "etcd",
+            Backend::Redlock => "redlock (3 nodes)",
+            Backend::RedlockUndelayed => "redlock, no delayed restarts",
         }
     }
 
     fn ttl(self) -> Duration {
         match self {
             Backend::Memory => Duration::from_millis(200),
-            Backend::Redis => Duration::from_millis(500),
+            Backend::Redis | Backend::Redlock | Backend::RedlockUndelayed => {
+                Duration::from_millis(500)
+            }
             // etcd's TTLs are whole seconds, at least 2.
             Backend::Etcd => Duration::from_secs(2),
         }
@@ -119,6 +128,8 @@ impl Backend {
 struct Setup {
     url: String,
     backend_server: Option<Server>,
+    /// Redlock's nodes; the fault hits the second.
+    nodes: Vec<Server>,
     cluster: Option<EtcdCluster>,
     proxy: Option<Proxy>,
     store_url: Option<String>,
@@ -151,7 +162,7 @@ pub async fn run(plan: Plan) -> Row {
             let gate: DynFenceGate = Arc::new(MemoryFenceGate::new());
             run_tasks(&plan, ttl, cfg, locks, gate, &resource, &record).await
         }
-        Backend::Redis | Backend::Etcd => {
+        Backend::Redis | Backend::Etcd | Backend::Redlock | Backend::RedlockUndelayed => {
             let store_url = setup.store_url.clone().expect("a register store");
             let regs = store_registers(&store_url, &resource).await;
             let mut children = Vec::new();
@@ -342,6 +353,7 @@ async fn set_up(plan: &Plan) -> Setup {
     let mut setup = Setup {
         url: String::new(),
         backend_server: None,
+        nodes: Vec::new(),
         cluster: None,
         proxy: None,
         store_url: None,
@@ -369,6 +381,29 @@ async fn set_up(plan: &Plan) -> Setup {
             };
             setup.url = format!("redis://127.0.0.1:{port}");
             setup.backend_server = Some(server);
+        }
+        Backend::Redlock | Backend::RedlockUndelayed => {
+            let starts = (0..3).map(|_| async {
+                let port = free_port();
+                let server = start_redis(RedisOptions {
+                    args: ["--save", "", "--appendonly", "no"]
+                        .map(String::from)
+                        .to_vec(),
+                    host_port: Some(port),
+                    ..RedisOptions::default()
+                })
+                .await;
+                (server, format!("127.0.0.1:{port}"))
+            });
+            let (nodes, hosts): (Vec<Server>, Vec<String>) =
+                futures::future::join_all(starts).await.into_iter().unzip();
+            let delayed = if plan.backend == Backend::Redlock {
+                "on"
+            } else {
+                "off"
+            };
+            setup.url = format!("redlock://{}?delayed_restarts={delayed}", hosts.join(","));
+            setup.nodes = nodes;
         }
         Backend::Etcd if plan.fault == Fault::LeaderKill => {
             let cluster = EtcdCluster::start(3).await;
@@ -460,7 +495,11 @@ async fn inject(
             fault_event(record, plan.fault, false);
         }
         Fault::ServerRestart => {
-            let server = setup.backend_server.as_ref().expect("a server");
+            let server = setup
+                .backend_server
+                .as_ref()
+                .or(setup.nodes.get(1))
+                .expect("a server");
             fault_event(record, plan.fault, true);
             server.kill().await;
             server.start_again().await;

@@ -168,3 +168,16 @@ async fn the_checker_catches_a_gate_that_fences_only_writes() {
     println!("{r:?}");
     assert!(r.lost_fenced > 0, "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_with_a_worker_process_stopped_past_its_ttl() {
+    assert_safe(&scenario::run(plan(Backend::Redlock, Fault::ClientPause, 6)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_with_a_node_killed_and_restarted_empty() {
+    let row = scenario::run(plan(Backend::Redlock, Fault::ServerRestart, 6)).await;
+    assert_safe(&row);
+    // With delayed restarts the restarted node cannot let a second holder in.
+    assert_eq!(row.report.mutex_violations, 0);
+}

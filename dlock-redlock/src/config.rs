@@ -14,6 +14,9 @@ use dlock_redis::RedisConfig;
 /// let config = RedlockConfig::from_url("redlock://app:s3cret@10.0.0.1:6379,10.0.0.2:6379,10.0.0.3:6379")?;
 /// assert_eq!(config.nodes().len(), 3);
 /// assert!(!format!("{config:?}").contains("s3cret"));
+/// assert!(RedlockConfig::from_url("redlock://a:1,b:2,c:3?fencing=off").is_ok());
+/// assert!(RedlockConfig::from_url("redlock://a:1,b:2,c:3?retries=5").is_err());
+/// assert!(RedlockConfig::from_url("redlock://a:1").is_err()); // one node: use dlock-redis
 /// # Ok::<(), dlock_core::Error>(())
 /// ```
 #[derive(Clone)]
@@ -45,9 +48,10 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60);
 pub const MIN_PER_NODE_TIMEOUT: Duration = Duration::from_millis(50);
 
 impl RedlockConfig {
-    /// `redlock://[user:password@]host:port,host:port,host:port[/db]`, or
+    /// `redlock://[user:password@]host:port,host:port,host:port[/db][?options]`, or
     /// `redlocks://...` for TLS on every node. The credentials and the database
-    /// apply to every node; the builder allows each its own.
+    /// apply to every node; the builder allows each its own. Options:
+    /// `fencing=on|off`, `delayed_restarts=on|off` (both on by default).
     pub fn from_url(url: &str) -> Result<Self, Error> {
         let bad = |reason: &str| {
             Error::InvalidInput(InvalidInput::Url {
@@ -64,6 +68,10 @@ impl RedlockConfig {
                 ));
             }
         };
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
         let (authority, path) = match rest.split_once('/') {
             Some((authority, path)) => (authority, format!("/{path}")),
             None => (rest, String::new()),
@@ -73,6 +81,22 @@ impl RedlockConfig {
             None => (String::new(), authority),
         };
         let mut builder = Self::builder();
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            let on = |v: &str| match v {
+                "on" | "true" | "1" => Ok(true),
+                "off" | "false" | "0" => Ok(false),
+                _ => Err(bad(&format!("`{pair}`: expected on or off"))),
+            };
+            builder = match pair.split_once('=') {
+                Some(("fencing", v)) => builder.fencing(on(v)?),
+                Some(("delayed_restarts", v)) => builder.delayed_restarts(on(v)?),
+                _ => {
+                    return Err(bad(&format!(
+                        "unknown option `{pair}` (known: fencing=on|off, delayed_restarts=on|off)"
+                    )));
+                }
+            };
+        }
         for host in hosts.split(',') {
             if host.is_empty() {
                 return Err(bad("an empty node address"));
