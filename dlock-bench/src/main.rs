@@ -8,6 +8,8 @@
 //! cargo run --release -p dlock-bench -- --redis               # starts a test container
 //! cargo run --release -p dlock-bench -- --redis redis://127.0.0.1:6379
 //! cargo run --release -p dlock-bench -- --etcd                # starts a test container
+//! cargo run --release -p dlock-bench -- --redlock             # starts 5 test containers
+//! cargo run --release -p dlock-bench -- --redlock redlock://127.0.0.1:7001,127.0.0.1:7002,...(5)
 //! cargo run --release -p dlock-bench -- --profile-uncontended # one memory loop, for perf
 //! cargo run --release -p dlock-bench -- --profile-floor       # the floor's loop alone, to compare
 //! ```
@@ -22,6 +24,8 @@ mod measure;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redlock")]
+mod redlock;
 
 use measure::{Config, acquire_release, rate};
 
@@ -81,6 +85,10 @@ fn main() {
         run_etcd(&runtime, &config, url);
         return;
     }
+    if let Some(url) = url_after("--redlock", "redlock") {
+        run_redlock(&runtime, &config, url);
+        return;
+    }
     if let Some(url) = url_after("--redis", "redis") {
         run_redis(&runtime, &config, url);
         return;
@@ -97,6 +105,19 @@ fn run_etcd(runtime: &tokio::runtime::Runtime, config: &Config, url: Option<Stri
 fn run_etcd(_: &tokio::runtime::Runtime, _: &Config, _: Option<String>) {
     eprintln!(
         "--etcd needs the `etcd` feature: cargo run --release -p dlock-bench --features etcd -- --etcd"
+    );
+    std::process::exit(2);
+}
+
+#[cfg(feature = "redlock")]
+fn run_redlock(runtime: &tokio::runtime::Runtime, config: &Config, urls: Option<String>) {
+    runtime.block_on(redlock::report(config, urls));
+}
+
+#[cfg(not(feature = "redlock"))]
+fn run_redlock(_: &tokio::runtime::Runtime, _: &Config, _: Option<String>) {
+    eprintln!(
+        "--redlock needs the `redlock` feature: cargo run --release -p dlock-bench --features redlock -- --redlock"
     );
     std::process::exit(2);
 }

@@ -58,7 +58,27 @@ fn effect(r: &Row) -> String {
         Fault::ServerPause | Fault::Blackhole => {
             format!("{} operations failed or unknown", m.failures_during_faults)
         }
-        Fault::ServerRestart | Fault::LeaderKill => m.observed.join("; "),
+        Fault::ServerRestart | Fault::LeaderKill => {
+            // Each distinct observation once, with how often it was seen.
+            let mut seen: Vec<(&str, usize)> = Vec::new();
+            for o in &m.observed {
+                match seen.iter_mut().find(|(s, _)| *s == o.as_str()) {
+                    Some((_, n)) => *n += 1,
+                    None => seen.push((o, 1)),
+                }
+            }
+            let parts: Vec<String> = seen
+                .iter()
+                .map(|(s, n)| {
+                    if *n > 1 {
+                        format!("{s} (x{n})")
+                    } else {
+                        (*s).to_owned()
+                    }
+                })
+                .collect();
+            parts.join("; ")
+        }
     }
 }
 
