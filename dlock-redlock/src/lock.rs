@@ -10,7 +10,6 @@ use dlock_core::{
 };
 use dlock_redis::{NodeGrant, RedisNode};
 use futures::{StreamExt, stream::FuturesUnordered};
-use tokio::sync::mpsc;
 
 use crate::{
     RedlockConfig,
@@ -114,10 +113,15 @@ impl RedlockLock {
     /// cannot be overtaken by this clean-up and lose its new grant; only nodes
     /// behind an open breaker (which get no new requests) are left to finish in the
     /// background.
-    async fn clean_up(&self, key: &LockKey, owner: &OwnerId, limit: Duration) {
+    /// Nodes marked in `not_ours` answered that another owner holds the key (or
+    /// were not asked): nothing of ours is there to release.
+    async fn clean_up(&self, key: &LockKey, owner: &OwnerId, limit: Duration, not_ours: &[bool]) {
         let background = self.inner.config.operation_timeout;
         let mut waits = Vec::new();
-        for node in &self.inner.nodes {
+        for (node, &skip) in self.inner.nodes.iter().zip(not_ours) {
+            if skip {
+                continue;
+            }
             if node.breaker_open() {
                 let (redis, key, owner) = (node.redis.clone(), key.clone(), *owner);
                 tokio::spawn(async move {
@@ -138,9 +142,6 @@ impl std::fmt::Debug for RedlockLock {
             .finish_non_exhaustive()
     }
 }
-
-/// One node's answer to round 1.
-type Vote = (usize, Result<NodeGrant, Error>);
 
 #[async_trait]
 impl Lock for RedlockLock {
@@ -200,10 +201,12 @@ impl Lock for RedlockLock {
             }) as WakeSignal
         });
 
-        // Round 1: every node at once.
-        let (votes, mut answers) = mpsc::unbounded_channel::<Vote>();
+        // Round 1: every node at once, polled here; answers still out when the
+        // decision is made are settled in the background (breaker, restart check).
+        let mut asks = FuturesUnordered::new();
         let mut failures: Vec<(String, Error)> = Vec::new();
-        let mut asked = 0;
+        // Nodes that answered "held by another": nothing of ours to clean up there.
+        let mut not_ours = vec![false; n];
         for (i, node) in nodes.iter().enumerate() {
             let permit = match node
                 .permit(per_node.min(left()), self.restart_delay())
@@ -219,31 +222,31 @@ impl Lock for RedlockLock {
                         Unfit::Failed(e) => e,
                     };
                     failures.push((node.address.clone(), why));
+                    not_ours[i] = true;
                     continue;
                 }
             };
-            asked += 1;
-            let (redis, key, owner, ttl) =
-                (node.redis.clone(), req.key.clone(), *req.owner, req.ttl);
-            let (votes, limit) = (votes.clone(), per_node.min(left()));
-            let inner = Arc::clone(&self.inner);
-            // A task per node, so late answers are settled (breaker, restart check)
-            // after the decision. A grant that comes after a failed attempt is
-            // undone by the attempt's clean-up, queued behind it on the connection.
-            tokio::spawn(async move {
-                let answer = bounded("acquire", limit, redis.acquire(&key, &owner, ttl)).await;
+            let (inner, key, owner, ttl) = (
+                Arc::clone(&self.inner),
+                req.key.clone(),
+                *req.owner,
+                req.ttl,
+            );
+            let limit = per_node.min(left());
+            asks.push(async move {
+                let node = &inner.nodes[i];
+                let answer = bounded("acquire", limit, node.redis.acquire(&key, &owner, ttl)).await;
                 match &answer {
                     Ok(_) => permit.success(),
                     Err(e) => {
-                        inner.nodes[i].failed(e);
+                        node.failed(e);
                         permit.failure();
                     }
                 }
-                let _ = votes.send((i, answer));
+                (i, answer)
             });
         }
-        drop(votes);
-        if asked < quorum {
+        if asks.len() < quorum {
             return Err(Error::QuorumUnavailable {
                 needed: quorum,
                 failures,
@@ -254,7 +257,7 @@ impl Lock for RedlockLock {
         let mut retry_after: Option<Duration> = None;
         let mut won = false;
         while refused + failures.len() <= n - quorum {
-            let Ok(Some((i, answer))) = tokio::time::timeout(left(), answers.recv()).await else {
+            let Ok(Some((i, answer))) = tokio::time::timeout(left(), asks.next()).await else {
                 break;
             };
             match answer {
@@ -267,6 +270,7 @@ impl Lock for RedlockLock {
                 }
                 Ok(NodeGrant::Held(pttl)) => {
                     refused += 1;
+                    not_ours[i] = true;
                     tracing::debug!(node = %nodes[i].address, key = %req.key, "held by another owner");
                     retry_after = match (retry_after, pttl) {
                         (Some(a), Some(b)) => Some(a.min(b)),
@@ -275,6 +279,9 @@ impl Lock for RedlockLock {
                 }
                 Err(e) => failures.push((nodes[i].address.clone(), e)),
             }
+        }
+        if !asks.is_empty() {
+            tokio::spawn(async move { while asks.next().await.is_some() {} });
         }
 
         // Round 2: the token.
@@ -298,7 +305,7 @@ impl Lock for RedlockLock {
                 valid_from: None,
             });
         }
-        self.clean_up(req.key, req.owner, per_node).await;
+        self.clean_up(req.key, req.owner, per_node, &not_ours).await;
         if failures.len() > n - quorum {
             return Err(Error::QuorumUnavailable {
                 needed: quorum,
@@ -381,38 +388,36 @@ impl Lock for RedlockLock {
 
     async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
         let limit = self.inner.config.operation_timeout;
-        // Every node, in parallel and in the background, so a frozen one holds
-        // nobody up; the answer counts the nodes that reply in time.
-        let (done, mut answers) = mpsc::unbounded_channel();
+        let quorum = self.inner.config.quorum();
+        // Every node in parallel; the answer waits for the nodes whose breaker is
+        // closed, so a frozen one holds nobody up, and the rest finish in the
+        // background.
         let mut waiting = 0;
+        let mut releases = FuturesUnordered::new();
         for node in &self.inner.nodes {
-            let open = node.breaker_open();
-            let (redis, key, owner, done) = (node.redis.clone(), key.clone(), *owner, done.clone());
-            tokio::spawn(async move {
-                let answer = bounded("release", limit, redis.release(&key, &owner)).await;
-                let _ = done.send(answer);
-            });
-            if !open {
+            if !node.breaker_open() {
                 waiting += 1;
             }
+            let (redis, key, owner) = (node.redis.clone(), key.clone(), *owner);
+            releases
+                .push(async move { bounded("release", limit, redis.release(&key, &owner)).await });
         }
-        drop(done);
         let (mut released, mut errors) = (0, Vec::new());
         let deadline = tokio::time::Instant::now() + limit;
-        while waiting > 0 {
-            match tokio::time::timeout_at(deadline, answers.recv()).await {
+        while waiting > 0 && released < quorum {
+            match tokio::time::timeout_at(deadline, releases.next()).await {
                 Ok(Some(Ok(true))) => released += 1,
                 Ok(Some(Ok(false))) => {}
                 Ok(Some(Err(e))) => errors.push(e),
                 Ok(None) | Err(_) => break,
             }
             waiting -= 1;
-            if released >= self.inner.config.quorum() {
-                break;
-            }
         }
-        if released >= self.inner.config.quorum() || errors.is_empty() {
-            return Ok(released >= self.inner.config.quorum());
+        if !releases.is_empty() {
+            tokio::spawn(async move { while releases.next().await.is_some() {} });
+        }
+        if released >= quorum || errors.is_empty() {
+            return Ok(released >= quorum);
         }
         Err(errors.remove(0))
     }

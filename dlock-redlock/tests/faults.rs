@@ -185,8 +185,13 @@ async fn two_of_three_stopped_is_quorum_unavailable_at_once() {
 /// a lower token after a higher one.
 async fn restart_while_held(delayed_restarts: bool) -> (bool, Vec<FenceToken>) {
     let (servers, urls) = nodes(3).await;
-    let a = connect(&urls, |b| b.delayed_restarts(delayed_restarts)).await;
-    let b = connect(&urls, |b| b.delayed_restarts(delayed_restarts)).await;
+    // Per-node timeouts generous enough for a loaded machine.
+    let configure = |b: dlock_redlock::RedlockConfigBuilder| {
+        b.delayed_restarts(delayed_restarts)
+            .per_node_timeout(Duration::from_millis(300))
+    };
+    let a = connect(&urls, configure).await;
+    let b = connect(&urls, configure).await;
     let k = key("restart");
     let ttl = Duration::from_secs(10);
     // A holds on nodes 0 and 1 (a third party has node 2 for the moment), then
@@ -218,11 +223,15 @@ async fn restart_while_held(delayed_restarts: bool) -> (bool, Vec<FenceToken>) {
     // restarted node votes. B's first request to it finds the old connection dead;
     // the next ones reach it.
     let mut granted = None;
-    let give_up = Instant::now() + Duration::from_secs(5);
+    let give_up = Instant::now() + Duration::from_secs(8);
     while granted.is_none() && Instant::now() < give_up {
         match b.try_acquire(&k, Duration::from_secs(5)).await {
             Ok(Some(lease)) => granted = Some(lease),
-            Ok(None) | Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => {
+                println!("B: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
     let mut tokens = vec![held.fence()];
