@@ -148,3 +148,20 @@ pub fn page(rows: &[Row], command: &str, seconds: u64) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_names_both_commands() {
+        let page = page(&[], "the table command", 30);
+        assert!(page.contains("```text\nthe table command\n```"), "{page}");
+        assert!(
+            page.contains(
+                "DLOCK_CHECKER_HISTORY=history.jsonl cargo run --release -p dlock-checker -- \\\n    run --backend redis --fault client-pause --seconds 300\n"
+            ),
+            "{page}"
+        );
+    }
+}
