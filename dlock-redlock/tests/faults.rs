@@ -78,15 +78,60 @@ async fn cycle(locks: &RedlockLock, k: &str) -> Duration {
     let mut lease = locks
         .acquire(k, Acquire::ttl(Duration::from_secs(5)))
         .await
-        .expect("acquire with a node frozen");
+        .expect("acquire with a node cut off");
     lease.release().await.expect("release");
     started.elapsed()
+}
+
+/// How a test cuts node 0 off and brings it back.
+enum Cut {
+    /// `docker pause` / `unpause`: the node's process frozen.
+    Freeze,
+    /// The client's link to it blackholed, then passing again.
+    Blackhole(dlock_testkit::Proxy),
+}
+
+impl Cut {
+    async fn start(&self, server: &Server) {
+        match self {
+            Cut::Freeze => server.pause().await,
+            Cut::Blackhole(proxy) => proxy.set(dlock_testkit::Link::Blackhole),
+        }
+    }
+    async fn end(&self, server: &Server) {
+        match self {
+            Cut::Freeze => server.unpause().await,
+            Cut::Blackhole(proxy) => proxy.set(dlock_testkit::Link::Pass),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_node_costs_no_waiting_once_its_breaker_opens_and_leaves_no_ghost() {
     let (servers, urls) = nodes(3).await;
-    let locks = connect(&urls, |b| b).await;
+    cut_off_and_back(&servers, &urls, urls.clone(), Cut::Freeze).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_link_costs_no_waiting_once_its_breaker_opens_and_leaves_no_ghost() {
+    let (servers, urls) = nodes(3).await;
+    // The client reaches node 0 through the proxy; checks read it directly.
+    let port: u16 = urls[0]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let proxy = dlock_testkit::Proxy::start(port).await;
+    let mut through = urls.clone();
+    through[0] = format!("redis://127.0.0.1:{}", proxy.port());
+    cut_off_and_back(&servers, &urls, through, Cut::Blackhole(proxy)).await;
+}
+
+/// Node 0 cut off: acquisitions go on with the other two; once its breaker opens,
+/// p50 is back near normal; once it is back, no grant queued for it outlives its
+/// TTL, and it takes part again.
+async fn cut_off_and_back(servers: &[Server], urls: &[String], client_urls: Vec<String>, cut: Cut) {
+    let locks = connect(&client_urls, |b| b).await;
     let k = key("frozen");
     let healthy: Vec<Duration> = {
         let mut times = Vec::new();
@@ -95,7 +140,7 @@ async fn a_frozen_node_costs_no_waiting_once_its_breaker_opens_and_leaves_no_gho
         }
         times
     };
-    servers[0].pause().await;
+    cut.start(&servers[0]).await;
     // Acquisitions go on with two of three; the first ones wait out the per-node
     // timeout until the breaker opens.
     let mut frozen = Vec::new();
@@ -108,7 +153,7 @@ async fn a_frozen_node_costs_no_waiting_once_its_breaker_opens_and_leaves_no_gho
         v[v.len() / 2]
     };
     let (before, after) = (median(&healthy), median(&frozen[20..]));
-    println!("acquire+release p50: healthy {before:?}, one node frozen (breaker open) {after:?}");
+    println!("acquire+release p50: healthy {before:?}, one node cut off (breaker open) {after:?}");
     assert!(
         after <= before * 2 + Duration::from_millis(10),
         "with the breaker open, p50 {after:?} against {before:?} healthy"
@@ -122,7 +167,7 @@ async fn a_frozen_node_costs_no_waiting_once_its_breaker_opens_and_leaves_no_gho
         .await
         .expect("acquire");
     lease.release().await.expect("release");
-    servers[0].unpause().await;
+    cut.end(&servers[0]).await;
     let thawed = Instant::now();
     let deadline = thawed + ttl + Duration::from_millis(500);
     while held_on(&urls[0], &ghost).await {
