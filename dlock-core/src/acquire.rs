@@ -44,6 +44,15 @@ pub trait LockExt {
     /// Takes the lock on `key`, waiting as `opts` says. A lock still held when the
     /// wait limit passes is an [`Error::Timeout`], returned within the limit plus one
     /// operation timeout.
+    ///
+    /// **Outages.** The same rule for every wait mode and backend: a transient
+    /// backend error (unreachable, slow; [`Error::is_retryable`]) is retried with
+    /// backoff for as long as the caller waits, with the same owner id. When the
+    /// wait ends while the backend is failing, the `Timeout` carries its last error
+    /// (`cause`) and is retryable. A caller that does not wait (`Wait::No`,
+    /// `try_acquire`) gets the backend's error at once; one that waits for ever
+    /// waits through the outage. A definite failure (bad input, refused
+    /// credentials, no quorum possible) ends the wait at once.
     fn acquire(
         &self,
         key: &str,
@@ -51,12 +60,14 @@ pub trait LockExt {
     ) -> impl Future<Output = Result<Lease, Error>> + Send + 'static {
         let (lock, key) = (self.to_dyn(), LockKey::new(key));
         async move {
-            let lease = match start(lock, key, opts)? {
-                Started::Done(lease) => lease,
+            let outcome = match start(lock, key, opts)? {
+                Started::Done(outcome) => outcome,
                 Started::Waiting(rest) => rest.await?,
             };
-            lease.ok_or(Error::Timeout {
+            outcome.map_err(|key| Error::Timeout {
+                key: key.to_string(),
                 waited: Duration::ZERO,
+                cause: None,
             })
         }
     }
@@ -80,8 +91,8 @@ pub trait LockExt {
         let (lock, key) = (self.to_dyn(), LockKey::new(key));
         async move {
             match start(lock, key, opts.wait_mode(Wait::No))? {
-                Started::Done(lease) => Ok(lease),
-                Started::Waiting(rest) => rest.await,
+                Started::Done(outcome) => Ok(outcome.ok()),
+                Started::Waiting(rest) => Ok(rest.await?.ok()),
             }
         }
     }
@@ -139,14 +150,17 @@ impl LockExt for DynLock {
     }
 }
 
+/// Granted, or busy for a caller that does not wait (the key back, for the error).
+type Outcome = Result<Lease, LockKey>;
+
 /// Where an acquisition stands after [`start`].
 enum Started {
     /// Answered in process: granted, or busy for a caller that does not wait.
-    Done(Option<Lease>),
+    Done(Outcome),
     /// The rest, boxed, so its timers, backoff and span stay out of the common
     /// path's future: a networked attempt, a wait, or an in-process attempt that
     /// failed.
-    Waiting(Pin<Box<dyn Future<Output = Result<Option<Lease>, Error>> + Send>>),
+    Waiting(Pin<Box<dyn Future<Output = Result<Outcome, Error>> + Send>>),
 }
 
 /// The start of every acquisition, in plain code: validation, then the first
@@ -215,7 +229,7 @@ fn finish(
     key: LockKey,
     opts: &Acquire,
     outcome: Result<Option<Grant>, Error>,
-) -> Result<Option<Lease>, Error> {
+) -> Result<Outcome, Error> {
     let label = match &outcome {
         Ok(Some(_)) => AcquireOutcome::Acquired,
         Ok(None) => AcquireOutcome::Busy,
@@ -223,7 +237,10 @@ fn finish(
         Err(_) => AcquireOutcome::Error,
     };
     metrics::acquire_outcome(caps.name, label);
-    Ok(outcome?.map(|grant| Lease::start(lock, caps, key, grant, opts)))
+    match outcome? {
+        Some(grant) => Ok(Ok(Lease::start(lock, caps, key, grant, opts))),
+        None => Ok(Err(key)),
+    }
 }
 
 /// An acquisition the backend may hold something for: a grant whose answer was
@@ -265,7 +282,7 @@ async fn acquire_slowly(
     opts: Acquire,
     sent: BootInstant,
     first: Option<Result<Attempt, Error>>,
-) -> Result<Option<Lease>, Error> {
+) -> Result<Outcome, Error> {
     let first = match first {
         Some(answer) => answer,
         None => send_attempt(&acquisition.lock, acquisition.request(&opts, sent)).await,
@@ -317,6 +334,8 @@ async fn keep_trying(
     // Made at the first pause: an acquisition that never waits needs no span.
     let mut span: Option<tracing::Span> = None;
     let mut sent = started;
+    // The backend's error, while its latest attempt failed: the cause of a timeout.
+    let mut failing: Option<Error> = None;
     loop {
         let pause = match attempt {
             Ok(Attempt::Acquired { fence, valid_from }) => {
@@ -331,6 +350,7 @@ async fn keep_trying(
                 return Ok(None);
             }
             Ok(Attempt::Busy { wake, retry_after }) => {
+                failing = None;
                 // Queued backends keep our place, so the acquisition stays armed.
                 if !contended {
                     contended = true;
@@ -349,10 +369,14 @@ async fn keep_trying(
                 }
             }
             // The outcome is unknown: retry with the same owner id (attempts are
-            // idempotent per owner) while a finite wait allows; otherwise give up, and
-            // the armed acquisition releases whatever the request may have taken.
-            Err(e) if e.is_retryable() && deadline.is_some() => {
-                tracing::debug!(backend, key = %acquisition.key, error = %e, "acquire attempt failed; retrying");
+            // idempotent per owner) for as long as the caller waits; a caller that
+            // does not wait gets the error, and the armed acquisition releases
+            // whatever the request may have taken.
+            Err(e) if e.is_retryable() && queue => {
+                if failing.is_none() {
+                    tracing::debug!(backend, key = %acquisition.key, error = %e, "acquire attempt failed; retrying");
+                }
+                failing = Some(e);
                 let delay = backoff
                     .get_or_insert_with(|| DecorrelatedJitter::new(POLL_BASE, POLL_MAX))
                     .next()
@@ -365,7 +389,9 @@ async fn keep_trying(
         let left = match deadline {
             Some(deadline) if now >= deadline => {
                 return Err(Error::Timeout {
+                    key: acquisition.key.to_string(),
                     waited: now.saturating_duration_since(started),
+                    cause: failing.map(Box::new),
                 });
             }
             Some(deadline) => deadline.saturating_duration_since(now),

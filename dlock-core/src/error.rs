@@ -13,11 +13,17 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(#[from] InvalidInput),
 
-    /// The wait limit passed before the lock could be taken.
-    #[error("timed out after waiting {waited:?} for the lock")]
+    /// The wait limit passed before the lock could be taken: it was held all
+    /// along, or the backend kept failing, and then `cause` is its last error (and
+    /// [`is_retryable`](Error::is_retryable) says whether trying later may help).
+    #[error("timed out after waiting {waited:?} for the lock on `{key}`{}", Cause(.cause))]
     Timeout {
+        /// The lock key.
+        key: String,
         /// How long the caller waited.
         waited: Duration,
+        /// The backend's last error, if the wait ended while it was failing.
+        cause: Option<Box<Error>>,
     },
 
     /// One backend operation took longer than its timeout; its outcome is unknown.
@@ -95,6 +101,18 @@ pub enum Error {
     },
 }
 
+/// Formats a timeout's cause as `: the backend failed: ...`, or nothing.
+struct Cause<'a>(&'a Option<Box<Error>>);
+
+impl std::fmt::Display for Cause<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(cause) => write!(f, "; the backend kept failing: {cause}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Formats a quorum's node failures as `node: error; node: error`.
 struct NodeFailures<'a>(&'a [(String, Error)]);
 
@@ -140,12 +158,18 @@ impl Error {
         matches!(self, Error::InvalidInput(_))
     }
 
-    /// Retrying the same call later may succeed (the backend was unreachable or slow).
+    /// Retrying the same call later may succeed (the backend was unreachable or
+    /// slow, or a wait ended while it was).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::OperationTimeout { .. } | Error::Unavailable { .. } | Error::Overloaded(_)
-        )
+        match self {
+            Error::OperationTimeout { .. } | Error::Unavailable { .. } | Error::Overloaded(_) => {
+                true
+            }
+            Error::Timeout {
+                cause: Some(cause), ..
+            } => cause.is_retryable(),
+            _ => false,
+        }
     }
 }
 
