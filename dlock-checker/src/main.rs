@@ -11,7 +11,7 @@ use dlock_checker::{
 
 const USAGE: &str = "usage:
   dlock-checker table [--seconds N]                        all scenarios, as docs/safety.md
-  dlock-checker run --backend memory|redis|etcd|redlock|redlock-undelayed --fault client-pause|server-pause|server-restart|blackhole|leader-kill [--seconds N]
+  dlock-checker run --backend memory|redis|etcd|redlock|redlock-undelayed --fault client-pause|server-pause|server-restart[-late|-persistent]|blackhole|link-delay|link-reset|leader-kill [--seconds N]
   dlock-checker worker ...                                 (started by the checker itself)";
 
 fn main() -> std::process::ExitCode {
@@ -105,6 +105,10 @@ fn parse_fault(s: &str) -> Option<Fault> {
         "client-pause" => Fault::ClientPause,
         "server-pause" => Fault::ServerPause,
         "server-restart" => Fault::ServerRestart,
+        "server-restart-late" => Fault::ServerRestartLate,
+        "server-restart-persistent" => Fault::ServerRestartPersistent,
+        "link-delay" => Fault::LinkDelay,
+        "link-reset" => Fault::LinkReset,
         "blackhole" => Fault::Blackhole,
         "leader-kill" => Fault::LeaderKill,
         _ => return None,

@@ -52,8 +52,16 @@ pub enum Fault {
     /// without persistence: its locks are gone, while their holders may still be
     /// working.
     ServerRestart,
+    /// The same, started again only after more than the TTL.
+    ServerRestartLate,
+    /// The server killed and restarted with its data (AOF, fsync always).
+    ServerRestartPersistent,
     /// The link between workers and server blackholed, then restored.
     Blackhole,
+    /// Every chunk across the link held for two TTLs, then passing at once again.
+    LinkDelay,
+    /// Every connection across the link closed at once.
+    LinkReset,
     /// etcd: the leader of a three-node cluster killed.
     LeaderKill,
 }
@@ -65,6 +73,10 @@ impl Fault {
             Fault::ClientPause => "client paused past its TTL",
             Fault::ServerPause => "server paused",
             Fault::ServerRestart => "server killed and restarted empty",
+            Fault::ServerRestartLate => "server killed, restarted empty after 2 TTLs",
+            Fault::ServerRestartPersistent => "server killed and restarted with its data",
+            Fault::LinkDelay => "link delayed by 2 TTLs",
+            Fault::LinkReset => "link reset",
             Fault::Blackhole => "link blackholed",
             Fault::LeaderKill => "leader killed (3 nodes)",
         }
@@ -320,7 +332,12 @@ async fn finish(plan: Plan, ttl: Duration, history: &[Event], regs: &Registers) 
     let fault_took_effect = match plan.fault {
         Fault::ClientPause => report.outlived_leases > 0,
         Fault::ServerPause | Fault::Blackhole => report.failures_during_faults > 0,
-        Fault::ServerRestart | Fault::LeaderKill => !report.observed.is_empty(),
+        Fault::LinkDelay => report.failures_during_faults > 0 || report.outlived_leases > 0,
+        Fault::ServerRestart
+        | Fault::ServerRestartLate
+        | Fault::ServerRestartPersistent
+        | Fault::LinkReset
+        | Fault::LeaderKill => !report.observed.is_empty(),
     };
     Row {
         plan,
@@ -363,15 +380,31 @@ async fn set_up(plan: &Plan) -> Setup {
         Backend::Redis => {
             // A dedicated server on a fixed port, so a restart keeps its address.
             let port = free_port();
+            let persistence: &[&str] = if plan.fault == Fault::ServerRestartPersistent {
+                &[
+                    "--dir",
+                    "/data",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ]
+            } else {
+                &["--save", "", "--appendonly", "no"]
+            };
             let server = start_redis(RedisOptions {
-                args: ["--save", "", "--appendonly", "no"]
-                    .map(String::from)
-                    .to_vec(),
+                args: persistence.iter().map(|a| a.to_string()).collect(),
                 host_port: Some(port),
                 ..RedisOptions::default()
             })
             .await;
-            let port = if plan.fault == Fault::Blackhole {
+            let proxied = matches!(
+                plan.fault,
+                Fault::Blackhole | Fault::LinkDelay | Fault::LinkReset
+            );
+            let port = if proxied {
                 let proxy = Proxy::start(port).await;
                 let port = proxy.port();
                 setup.proxy = Some(proxy);
@@ -494,7 +527,7 @@ async fn inject(
             server.unpause().await;
             fault_event(record, plan.fault, false);
         }
-        Fault::ServerRestart => {
+        Fault::ServerRestart | Fault::ServerRestartLate | Fault::ServerRestartPersistent => {
             let server = setup
                 .backend_server
                 .as_ref()
@@ -502,9 +535,29 @@ async fn inject(
                 .expect("a server");
             fault_event(record, plan.fault, true);
             server.kill().await;
+            if plan.fault == Fault::ServerRestartLate {
+                tokio::time::sleep(ttl * 2).await;
+            }
             server.start_again().await;
             fault_event(record, plan.fault, false);
             observed(record, "killed and started again".into());
+        }
+        Fault::LinkDelay => {
+            let proxy = setup.proxy.as_ref().expect("a proxy");
+            fault_event(record, plan.fault, true);
+            proxy.set(Link::Delay(ttl * 2));
+            tokio::time::sleep(pause).await;
+            proxy.set(Link::Pass);
+            fault_event(record, plan.fault, false);
+        }
+        Fault::LinkReset => {
+            let proxy = setup.proxy.as_ref().expect("a proxy");
+            fault_event(record, plan.fault, true);
+            let closed = proxy.reset();
+            fault_event(record, plan.fault, false);
+            if closed > 0 {
+                observed(record, format!("{closed} open connections reset"));
+            }
         }
         Fault::Blackhole => {
             let proxy = setup.proxy.as_ref().expect("a proxy");

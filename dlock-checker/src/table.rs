@@ -11,7 +11,11 @@ pub fn matrix() -> Vec<(Backend, Fault)> {
         (Backend::Redis, Fault::ClientPause),
         (Backend::Redis, Fault::ServerPause),
         (Backend::Redis, Fault::ServerRestart),
+        (Backend::Redis, Fault::ServerRestartLate),
+        (Backend::Redis, Fault::ServerRestartPersistent),
         (Backend::Redis, Fault::Blackhole),
+        (Backend::Redis, Fault::LinkDelay),
+        (Backend::Redis, Fault::LinkReset),
         (Backend::Etcd, Fault::ClientPause),
         (Backend::Etcd, Fault::ServerPause),
         (Backend::Etcd, Fault::Blackhole),
@@ -58,7 +62,15 @@ fn effect(r: &Row) -> String {
         Fault::ServerPause | Fault::Blackhole => {
             format!("{} operations failed or unknown", m.failures_during_faults)
         }
-        Fault::ServerRestart | Fault::LeaderKill => {
+        Fault::LinkDelay => format!(
+            "{} operations failed or unknown, {} holder(s) outlived the TTL",
+            m.failures_during_faults, m.outlived_leases
+        ),
+        Fault::ServerRestart
+        | Fault::ServerRestartLate
+        | Fault::ServerRestartPersistent
+        | Fault::LinkReset
+        | Fault::LeaderKill => {
             // Each distinct observation once, with how often it was seen.
             let mut seen: Vec<(&str, usize)> = Vec::new();
             for o in &m.observed {

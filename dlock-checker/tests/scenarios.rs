@@ -44,7 +44,12 @@ fn assert_safe(row: &Row) {
         r.fence_violations, 0,
         "{name}: tokens repeated or out of order"
     );
-    if row.plan.fault != Fault::ServerRestart {
+    // A server restarted empty forgets its locks: one Redis cannot help that.
+    let forgets = matches!(
+        row.plan.fault,
+        Fault::ServerRestart | Fault::ServerRestartLate
+    ) && row.plan.backend == Backend::Redis;
+    if !forgets {
         assert_eq!(r.mutex_violations, 0, "{name}: two holders at once");
     }
 }
@@ -67,6 +72,26 @@ async fn redis_with_the_server_paused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_with_the_server_killed_and_restarted() {
     assert_safe(&scenario::run(plan(Backend::Redis, Fault::ServerRestart, 6)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_the_server_restarted_after_more_than_the_ttl() {
+    assert_safe(&scenario::run(plan(Backend::Redis, Fault::ServerRestartLate, 6)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_the_server_restarted_with_its_data() {
+    assert_safe(&scenario::run(plan(Backend::Redis, Fault::ServerRestartPersistent, 6)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_the_link_delayed() {
+    assert_safe(&scenario::run(plan(Backend::Redis, Fault::LinkDelay, 6)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_the_link_reset() {
+    assert_safe(&scenario::run(plan(Backend::Redis, Fault::LinkReset, 6)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,7 @@ pub struct Proxy {
     port: u16,
     state: Arc<watch::Sender<State>>,
     accept: JoinHandle<()>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Proxy {
@@ -50,12 +51,18 @@ impl Proxy {
             generation: 0,
         });
         let state = Arc::new(state);
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let accept = {
-            let state = Arc::clone(&state);
+            let (state, open) = (Arc::clone(&state), Arc::clone(&open));
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
                     let _ = client.set_nodelay(true);
-                    tokio::spawn(connection(client, upstream, state.subscribe()));
+                    let (receiver, open) = (state.subscribe(), Arc::clone(&open));
+                    tokio::spawn(async move {
+                        open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        connection(client, upstream, receiver).await;
+                        open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    });
                 }
             })
         };
@@ -63,6 +70,7 @@ impl Proxy {
             port,
             state,
             accept,
+            open,
         }
     }
 
@@ -77,9 +85,11 @@ impl Proxy {
     }
 
     /// Closes every open connection (clients see a reset or end of stream); new
-    /// connections pass as the link says.
-    pub fn reset(&self) {
+    /// connections pass as the link says. Returns how many were open.
+    pub fn reset(&self) -> usize {
+        let open = self.open.load(std::sync::atomic::Ordering::SeqCst);
         self.state.send_modify(|s| s.generation += 1);
+        open
     }
 }
 
