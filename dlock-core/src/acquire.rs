@@ -130,12 +130,75 @@ pub trait LockExt {
                         Err(e) => Err(e),
                     }
                 }
-                None => Err(Error::LeaseLost {
-                    key: lease.key().to_owned(),
-                }),
+                None => Err(Error::lease_lost(
+                    lease.key(),
+                    lease.lost_reason().unwrap_or(crate::LossReason::Expired),
+                )),
             }
         }
     }
+
+    /// Frees what this lock holds, for a process about to exit: new acquisitions
+    /// are refused ([`Error::ShutDown`]), waiting ones end with that error and give
+    /// up their places, every lease still held is marked lost
+    /// ([`LossReason::ShutDown`](crate::LossReason::ShutDown), so `lost()` fires
+    /// and `with_lock` cancels its work) and then released, and releases still
+    /// running in the background (of dropped leases) are awaited. All within
+    /// `within`; what did not finish is left to the TTL, and the report says so.
+    ///
+    /// Call it before `main` returns, for example on Ctrl-C. Without it, a lease
+    /// dropped while the runtime shuts down is not released: its background
+    /// release never runs, and the key stays held until its TTL runs out.
+    /// Backends without a [`Tracker`](crate::Tracker) (the in-process one) have
+    /// nothing to free, and report nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(lock: dlock_core::DynLock) {
+    /// use std::time::Duration;
+    /// use dlock_core::LockExt;
+    ///
+    /// tokio::signal::ctrl_c().await.ok();
+    /// let report = lock.shutdown(Duration::from_secs(2)).await;
+    /// eprintln!("dlock: {report}");
+    /// # }
+    /// ```
+    fn shutdown(
+        &self,
+        within: Duration,
+    ) -> impl Future<Output = crate::ShutdownReport> + Send + 'static {
+        let lock = self.to_dyn();
+        async move { shut_down(lock, within).await }
+    }
+}
+
+async fn shut_down(lock: DynLock, within: Duration) -> crate::ShutdownReport {
+    let mut report = crate::ShutdownReport::default();
+    let Some(tracker) = lock.tracker() else {
+        return report;
+    };
+    let until = BootInstant::now().saturating_add(within);
+    let leases = tracker.close();
+    // Lost before the key is freed, so nobody works on past the release.
+    for state in &leases {
+        state.mark_lost(crate::LossReason::ShutDown);
+    }
+    let timeout = lock.operation_timeout().min(within);
+    let releases = leases
+        .iter()
+        .map(|state| bounded("release", timeout, lock.release(state.key(), state.owner())));
+    for outcome in futures::future::join_all(releases).await {
+        match outcome {
+            Ok(true) => report.released += 1,
+            Ok(false) => report.not_held += 1,
+            Err(error) => {
+                tracing::warn!(target: "dlock::lease", %error, "shutdown could not release a lease; its TTL will free it");
+                report.failed += 1;
+            }
+        }
+    }
+    report.unfinished = tracker.settle(until).await;
+    tracing::info!(target: "dlock::lease", backend = lock.capabilities().name, %report, "lock shut down");
+    report
 }
 
 impl<L: Lock + Clone> LockExt for L {
@@ -175,6 +238,15 @@ fn start(
     let caps = lock.capabilities();
     let key = key?;
     opts.validate(&caps)?;
+    let pending = match lock.tracker() {
+        Some(tracker) if tracker.is_closed() => {
+            return Err(Error::ShutDown {
+                key: key.to_string(),
+            });
+        }
+        Some(tracker) => Some(tracker.pending()),
+        None => None,
+    };
     if opts.keep_alive_value().is_some() && tokio::runtime::Handle::try_current().is_err() {
         return Err(crate::InvalidInput::Option {
             name: "keep_alive",
@@ -212,6 +284,7 @@ fn start(
         key,
         owner,
         armed: true,
+        _pending: pending,
     };
     Ok(Started::Waiting(Box::pin(acquire_slowly(
         acquisition,
@@ -238,7 +311,15 @@ fn finish(
     };
     metrics::acquire_outcome(caps.name, label);
     match outcome? {
-        Some(grant) => Ok(Ok(Lease::start(lock, caps, key, grant, opts))),
+        Some(grant) => {
+            let lease = Lease::start(lock, caps, key, grant, opts);
+            if lease.is_shut_down() {
+                return Err(Error::ShutDown {
+                    key: lease.key().to_owned(),
+                });
+            }
+            Ok(Ok(lease))
+        }
         None => Ok(Err(key)),
     }
 }
@@ -252,6 +333,8 @@ struct Acquisition {
     key: LockKey,
     owner: OwnerId,
     armed: bool,
+    /// Shutdown waits for this acquisition to end, and for the release it leaves.
+    _pending: Option<crate::tracker::Pending>,
 }
 
 impl Acquisition {
@@ -287,9 +370,17 @@ async fn acquire_slowly(
         Some(answer) => answer,
         None => send_attempt(&acquisition.lock, acquisition.request(&opts, sent)).await,
     };
+    observe(&acquisition.lock, caps.name, &first);
     let outcome = keep_trying(&mut acquisition, caps.name, &opts, first, sent).await;
     let (lock, key) = (Arc::clone(&acquisition.lock), acquisition.key.clone());
     finish(lock, &caps, key, &opts, outcome)
+}
+
+/// Notes an attempt's outcome for the backend-health log.
+fn observe(lock: &DynLock, backend: &'static str, attempt: &Result<Attempt, Error>) {
+    if let Some(tracker) = lock.tracker() {
+        tracker.observe(backend, attempt);
+    }
 }
 
 /// One attempt: answered at once by a backend that needs no I/O, otherwise awaited
@@ -400,10 +491,24 @@ async fn keep_trying(
         let span = span.get_or_insert_with(
             || tracing::debug_span!("dlock.acquire.wait", backend, key = %acquisition.key),
         );
-        pause.wait(left).instrument(span.clone()).await;
+        let lock = Arc::clone(&acquisition.lock);
+        let shut_down = async {
+            match lock.tracker() {
+                Some(tracker) => tracker.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = pause.wait(left).instrument(span.clone()) => {}
+            // The armed acquisition gives up its place as it is dropped.
+            () = shut_down => {
+                return Err(Error::ShutDown { key: acquisition.key.to_string() });
+            }
+        }
         sent = BootInstant::now();
         acquisition.armed = true;
         attempt = send_attempt(&acquisition.lock, acquisition.request(opts, sent)).await;
+        observe(&acquisition.lock, backend, &attempt);
     }
 }
 

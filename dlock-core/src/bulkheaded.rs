@@ -93,6 +93,10 @@ impl<L: Lock> Lock for Bulkheaded<L> {
         self.inner.new_owner()
     }
 
+    fn tracker(&self) -> Option<&crate::Tracker> {
+        self.inner.tracker()
+    }
+
     fn operation_timeout(&self) -> Duration {
         self.inner.operation_timeout()
     }

@@ -35,10 +35,21 @@ pub enum Error {
         after: Duration,
     },
 
-    /// The lease is no longer held: it expired, was taken by another holder,
-    /// or its keep-alive could not extend it in time.
-    #[error("the lease on `{key}` was lost")]
+    /// The lease is no longer held; `reason` says why: it expired, was taken by
+    /// another holder, was deleted, the backend stayed unreachable until it ran out,
+    /// or [`shutdown`](crate::LockExt::shutdown) released it.
+    #[error("the lease on `{key}` was lost: {reason}")]
     LeaseLost {
+        /// The lock key.
+        key: String,
+        /// Why.
+        reason: LossReason,
+    },
+
+    /// The lock was shut down ([`shutdown`](crate::LockExt::shutdown)): it takes
+    /// no new leases, and waiting acquisitions end with this.
+    #[error("the lock was shut down; `{key}` was not acquired")]
+    ShutDown {
         /// The lock key.
         key: String,
     },
@@ -101,6 +112,51 @@ pub enum Error {
     },
 }
 
+/// Why a lease was lost: what [`Error::LeaseLost`] and
+/// [`Lease::lost_reason`](crate::Lease::lost_reason) report.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum LossReason {
+    /// `valid_until` passed with no extension: keep-alive was off, or no extension
+    /// was due in time.
+    Expired,
+    /// The backend says another holder has the key.
+    Taken,
+    /// The backend no longer has the key: deleted, flushed, its lease revoked, or
+    /// expired on the server before the extension arrived.
+    Gone,
+    /// Extensions kept failing to reach the backend until `valid_until` passed.
+    Unreachable,
+    /// [`shutdown`](crate::LockExt::shutdown) released it.
+    ShutDown,
+}
+
+impl LossReason {
+    /// A short label for logs and metrics: `expired`, `taken`, `gone`,
+    /// `unreachable` or `shut_down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossReason::Expired => "expired",
+            LossReason::Taken => "taken",
+            LossReason::Gone => "gone",
+            LossReason::Unreachable => "unreachable",
+            LossReason::ShutDown => "shut_down",
+        }
+    }
+}
+
+impl std::fmt::Display for LossReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LossReason::Expired => "it expired before it was extended",
+            LossReason::Taken => "another holder has the key",
+            LossReason::Gone => "the backend no longer has the key",
+            LossReason::Unreachable => "the backend could not be reached to extend it in time",
+            LossReason::ShutDown => "the lock was shut down",
+        })
+    }
+}
+
 /// Formats a timeout's cause as `: the backend failed: ...`, or nothing.
 struct Cause<'a>(&'a Option<Box<Error>>);
 
@@ -133,6 +189,14 @@ impl Error {
     pub fn unavailable(source: impl Into<BoxError>) -> Self {
         Error::Unavailable {
             source: source.into(),
+        }
+    }
+
+    /// A lease lost for `reason`.
+    pub fn lease_lost(key: impl Into<String>, reason: LossReason) -> Self {
+        Error::LeaseLost {
+            key: key.into(),
+            reason,
         }
     }
 

@@ -209,7 +209,9 @@ pub fn stale_token(gate: &'static str, resource: &str, token: FenceToken, highes
             "stale token refused, a million times below the highest: were tokens of another backend written here? They do not compare"
         );
     } else {
-        tracing::info!(
+        // A holder wrote after losing its lease: the gate did its job, and the
+        // operator should know the holder overran.
+        tracing::warn!(
             target: "dlock::fence",
             gate,
             resource,

@@ -6,7 +6,7 @@ use std::{
     future::Future,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -14,13 +14,13 @@ use std::{
 use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::{
-    BootInstant, DynLock, Error, FenceToken, LockKey, OwnerId, call::bounded, clock, metrics,
-    options::validate_ttl,
+    BootInstant, DynLock, Error, FenceToken, LockKey, LossReason, OwnerId, call::bounded, clock,
+    metrics, options::validate_ttl,
 };
 
 /// What a lease, its handles and its keep-alive task share. The fixed facts live
 /// here too, so a `Lease` is a few words to move around.
-struct LeaseState {
+pub(crate) struct LeaseState {
     backend: &'static str,
     key: LockKey,
     owner: OwnerId,
@@ -36,8 +36,35 @@ struct LeaseState {
     /// flight, or a slow keep-alive tick could land after a manual one and cut the
     /// server's expiry below `valid_until`.
     extending: tokio::sync::Mutex<()>,
-    lost: AtomicBool,
+    /// Zero while not known lost; then the [`LossReason`] (its code), first one wins.
+    lost: AtomicU8,
+    /// The latest extension failed without an answer: if validity now runs out, the
+    /// backend was unreachable rather than the lease left to expire.
+    extend_failing: AtomicBool,
+    /// This lease's id in its lock's [`Tracker`](crate::Tracker); 0: untracked.
+    track_id: u64,
     changed: Notify,
+}
+
+fn reason_code(reason: LossReason) -> u8 {
+    match reason {
+        LossReason::Expired => 1,
+        LossReason::Taken => 2,
+        LossReason::Gone => 3,
+        LossReason::Unreachable => 4,
+        LossReason::ShutDown => 5,
+    }
+}
+
+fn reason_from(code: u8) -> Option<LossReason> {
+    Some(match code {
+        1 => LossReason::Expired,
+        2 => LossReason::Taken,
+        3 => LossReason::Gone,
+        4 => LossReason::Unreachable,
+        5 => LossReason::ShutDown,
+        _ => return None,
+    })
 }
 
 impl LeaseState {
@@ -87,15 +114,83 @@ impl LeaseState {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire) || self.valid_until().has_passed()
+    pub(crate) fn key(&self) -> &LockKey {
+        &self.key
     }
 
-    fn mark_lost(&self) {
-        if !self.lost.swap(true, Ordering::AcqRel) {
+    pub(crate) fn owner(&self) -> &OwnerId {
+        &self.owner
+    }
+
+    /// Released by shutdown (one atomic load, no clock read).
+    fn is_shut_down(&self) -> bool {
+        self.lost.load(Ordering::Acquire) == reason_code(LossReason::ShutDown)
+    }
+
+    fn is_marked_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire) != 0
+    }
+
+    fn is_lost(&self) -> bool {
+        self.is_marked_lost() || self.valid_until().has_passed()
+    }
+
+    /// Why the lease was lost: the reason recorded, or, past `valid_until`, the
+    /// reason running out implies. `None` while it is valid.
+    fn lost_reason(&self) -> Option<LossReason> {
+        reason_from(self.lost.load(Ordering::Acquire)).or_else(|| {
+            self.valid_until()
+                .has_passed()
+                .then(|| self.expiry_reason())
+        })
+    }
+
+    /// Why a lease that ran out did: its extensions were failing, or none came.
+    fn expiry_reason(&self) -> LossReason {
+        if self.extend_failing.load(Ordering::Acquire) {
+            LossReason::Unreachable
+        } else {
+            LossReason::Expired
+        }
+    }
+
+    /// Marks the lease lost, once: the first reason is kept, counted and logged.
+    pub(crate) fn mark_lost(&self, reason: LossReason) {
+        if self
+            .lost
+            .compare_exchange(0, reason_code(reason), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             metrics::lease_lost(self.backend);
+            if reason == LossReason::ShutDown {
+                tracing::debug!(target: "dlock::lease", backend = self.backend, key = %self.key, fence = self.fence.get(), reason = reason.as_str(), "lease released by shutdown");
+            } else {
+                tracing::warn!(target: "dlock::lease", backend = self.backend, key = %self.key, fence = self.fence.get(), reason = reason.as_str(), "lease lost: {reason}");
+            }
         }
         self.changed.notify_waiters();
+    }
+
+    /// After an extension failed: the backend's "not held" loses the lease; an
+    /// outage leaves it to the retries, and to the end of validity.
+    fn failed_extension(&self, error: &Error) {
+        match error {
+            Error::LeaseLost { reason, .. } => self.mark_lost(*reason),
+            e if e.is_retryable() => self.extend_failing.store(true, Ordering::Release),
+            _ => {}
+        }
+    }
+
+    /// Marks a lease that ran out as lost, with the reason running out implies.
+    fn mark_expired(&self) {
+        self.mark_lost(self.expiry_reason());
+    }
+
+    fn lost_error(&self) -> Error {
+        Error::lease_lost(
+            self.key.as_str(),
+            self.lost_reason().unwrap_or(LossReason::Expired),
+        )
     }
 
     /// Resolves once the lease is lost: marked lost, or past `valid_until`.
@@ -105,12 +200,12 @@ impl LeaseState {
             tokio::pin!(notified);
             // Registered before the checks below, so a change between them is not missed.
             notified.as_mut().enable();
-            if self.lost.load(Ordering::Acquire) {
+            if self.is_marked_lost() {
                 return;
             }
             let until = self.valid_until();
             if until.has_passed() {
-                self.mark_lost();
+                self.mark_expired();
                 return;
             }
             tokio::select! {
@@ -130,7 +225,10 @@ impl LeaseState {
 ///
 /// Dropping a lease without [`release`](Self::release) releases it in the background,
 /// best effort: the release is not immediate, and if it cannot reach the backend the
-/// TTL frees the key.
+/// TTL frees the key. A lease dropped while the runtime shuts down (when `main`
+/// returns) is not released at all: call [`shutdown`](crate::LockExt::shutdown)
+/// first, which releases every lease the lock still holds and waits for the
+/// background releases.
 pub struct Lease {
     lock: DynLock,
     state: Arc<LeaseState>,
@@ -170,6 +268,8 @@ impl Lease {
         } = grant;
         let ttl = opts.ttl_value();
         let drift = caps.drift(ttl);
+        let tracker = lock.tracker();
+        let track_id = tracker.map_or(0, crate::Tracker::next_id);
         let state = Arc::new(LeaseState {
             backend: caps.name,
             key,
@@ -185,9 +285,21 @@ impl Lease {
             ttl_nanos: AtomicU64::new(clock::nanos(ttl)),
             newest_extension: std::sync::Mutex::new(valid_from),
             extending: tokio::sync::Mutex::new(()),
-            lost: AtomicBool::new(false),
+            lost: AtomicU8::new(0),
+            extend_failing: AtomicBool::new(false),
+            track_id,
             changed: Notify::new(),
         });
+        if let Some(tracker) = tracker {
+            tracker.register(track_id, &state);
+            if tracker.is_closed() {
+                // Granted while shutdown ran, maybe after it collected the leases:
+                // give it back (shutdown waits for this release).
+                tracker.unregister(track_id);
+                state.mark_lost(LossReason::ShutDown);
+                Arc::clone(&lock).release_in_background(state.key.clone(), state.owner);
+            }
+        }
         let keep_alive = opts.keep_alive_value().map(|fraction| {
             let span =
                 tracing::debug_span!("dlock.keep_alive", backend = caps.name, key = %state.key);
@@ -214,6 +326,10 @@ impl Lease {
         self.state.key.as_str()
     }
 
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.state.is_shut_down()
+    }
+
     /// The fencing token issued with this lease.
     pub fn fence(&self) -> FenceToken {
         self.state.fence
@@ -237,10 +353,16 @@ impl Lease {
 
     /// Time left until [`valid_until`](Self::valid_until); zero once lost.
     pub fn remaining(&self) -> Duration {
-        if self.state.lost.load(Ordering::Acquire) {
+        if self.state.is_marked_lost() {
             return Duration::ZERO;
         }
         self.valid_until().remaining()
+    }
+
+    /// Why the lease was lost, once it is: expired, taken, gone, the backend
+    /// unreachable, or shut down. `None` while it is valid.
+    pub fn lost_reason(&self) -> Option<LossReason> {
+        self.state.lost_reason()
     }
 
     /// Not released, not lost, and not past `valid_until`.
@@ -280,39 +402,40 @@ impl Lease {
         // Wait for an extension in flight (keep-alive's) to finish first.
         let _turn = self.state.extending.lock().await;
         if self.state.is_lost() {
-            self.state.mark_lost();
-            return Err(self.lost_error());
+            self.state.mark_expired();
+            return Err(self.state.lost_error());
         }
         let sent = BootInstant::now();
         let drift = self.lock.capabilities().drift(ttl);
         self.state
             .shortening(sent.saturating_add(ttl).saturating_sub(drift), ttl);
         let budget = self.budget(sent);
-        match bounded(
+        let outcome = bounded(
             "extend",
             budget,
             self.lock.extend(&self.state.key, &self.state.owner, ttl),
         )
-        .await
-        {
+        .await;
+        self.observe(&outcome);
+        match outcome {
             Ok(()) => {
                 self.state
                     .extended(sent, sent.saturating_add(ttl).saturating_sub(drift), ttl);
+                self.state.extend_failing.store(false, Ordering::Release);
                 Ok(())
             }
             Err(e) => {
-                if e.is_lease_lost() {
-                    self.state.mark_lost();
-                }
+                self.state.failed_extension(&e);
                 Err(e)
             }
         }
     }
 
     /// Releases the lease. [`Error::LeaseLost`] if it was lost before the release: it
-    /// expired (passed `valid_until`) or was taken, and the new holder is left alone.
-    /// [`Error::LeaseReleased`] if released before. On any other error the lease stays
-    /// unreleased: call again, or drop it to release in the background.
+    /// expired (passed `valid_until`), was taken, or [`shutdown`](crate::LockExt::shutdown)
+    /// released it; the new holder, if any, is left alone. [`Error::LeaseReleased`]
+    /// if released before. On any other error the lease stays unreleased: call
+    /// again, or drop it to release in the background.
     pub async fn release(&mut self) -> Result<(), Error> {
         if self.released {
             return Err(Error::LeaseReleased {
@@ -320,24 +443,34 @@ impl Lease {
             });
         }
         self.stop_keep_alive();
+        if self.state.is_shut_down() {
+            // Shutdown released it already.
+            self.finish(BootInstant::now());
+            return Err(self.state.lost_error());
+        }
         let (key, owner) = (&self.state.key, &self.state.owner);
         let held = match self.lock.release_now(key, owner) {
             Some(answer) => answer?,
             None => {
                 let timeout = self.lock.operation_timeout();
-                bounded("release", timeout, self.lock.release(key, owner)).await?
+                let outcome = bounded("release", timeout, self.lock.release(key, owner)).await;
+                self.observe(&outcome);
+                outcome?
             }
         };
-        self.released = true;
         let now = BootInstant::now();
-        self.record_hold(now);
+        self.finish(now);
         // Past valid_until the holder could not assume it held the lock, even if the
         // server (whose clock may run slower) still had it.
-        if held && now < self.state.valid_until() && !self.state.lost.load(Ordering::Acquire) {
+        if held && now < self.state.valid_until() && !self.state.is_marked_lost() {
             Ok(())
         } else {
-            self.state.mark_lost();
-            Err(self.lost_error())
+            if now >= self.state.valid_until() {
+                self.state.mark_expired();
+            } else {
+                self.state.mark_lost(LossReason::Gone);
+            }
+            Err(self.state.lost_error())
         }
     }
 
@@ -346,11 +479,25 @@ impl Lease {
     pub fn leave_to_expire(mut self) {
         self.stop_keep_alive();
         self.released = true;
+        self.untrack();
     }
 
-    fn lost_error(&self) -> Error {
-        Error::LeaseLost {
-            key: self.key().to_owned(),
+    /// Done with the lease: released (or found lost) on the backend.
+    fn finish(&mut self, now: BootInstant) {
+        self.released = true;
+        self.record_hold(now);
+        self.untrack();
+    }
+
+    fn untrack(&self) {
+        if let Some(tracker) = self.lock.tracker() {
+            tracker.unregister(self.state.track_id);
+        }
+    }
+
+    fn observe<T>(&self, outcome: &Result<T, Error>) {
+        if let Some(tracker) = self.lock.tracker() {
+            tracker.observe(self.state.backend, outcome);
         }
     }
 
@@ -375,11 +522,15 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.stop_keep_alive();
         if !self.released {
+            self.record_hold(BootInstant::now());
+            self.untrack();
+            if self.state.is_shut_down() {
+                return;
+            }
             // A lease that ran out unnoticed still counts as lost.
             if self.state.is_lost() {
-                self.state.mark_lost();
+                self.state.mark_expired();
             }
-            self.record_hold(BootInstant::now());
             Arc::clone(&self.lock).release_in_background(self.state.key.clone(), self.state.owner);
         }
     }
@@ -427,6 +578,11 @@ impl LeaseHandle {
     /// Resolves when the lease is lost; see [`Lease::lost`].
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         Arc::clone(&self.state).wait_lost()
+    }
+
+    /// Why the lease was lost, once it is; see [`Lease::lost_reason`].
+    pub fn lost_reason(&self) -> Option<LossReason> {
+        self.state.lost_reason()
     }
 }
 
@@ -488,13 +644,16 @@ async fn keep_alive_task(ka: KeepAlive) {
     // After a failure: the newest extension then, and when to try again. Dropped as
     // soon as another extension succeeds.
     let mut retry: Option<(BootInstant, BootInstant)> = None;
+    // Failures in a row: the first is logged as a warning, the rest at debug, and
+    // the recovery once, so an outage costs two lines per lease, not one per retry.
+    let mut failures: u32 = 0;
     loop {
         let changed = ka.state.changed.notified();
         tokio::pin!(changed);
         // Registered before reading the state, so a change in between is not missed.
         changed.as_mut().enable();
         if ka.state.is_lost() {
-            ka.state.mark_lost();
+            ka.state.mark_expired();
             return;
         }
         let newest = ka.state.newest_extension();
@@ -513,7 +672,7 @@ async fn keep_alive_task(ka: KeepAlive) {
             continue;
         }
         if ka.state.is_lost() {
-            ka.state.mark_lost();
+            ka.state.mark_expired();
             return;
         }
         let ttl = ka.state.ttl();
@@ -527,24 +686,37 @@ async fn keep_alive_task(ka: KeepAlive) {
         )
         .await;
         drop(turn);
+        if let Some(tracker) = ka.lock.tracker() {
+            tracker.observe(ka.state.backend, &outcome);
+        }
         match outcome {
             Ok(()) => {
                 let valid_until = sent
                     .saturating_add(ttl)
                     .saturating_sub(ka.drift_of.drift(ttl));
                 ka.state.extended(sent, valid_until, ttl);
+                ka.state.extend_failing.store(false, Ordering::Release);
                 retry = None;
+                if failures > 0 {
+                    tracing::info!(target: "dlock::keep_alive", backend = ka.state.backend, key = %ka.state.key, fence = ka.state.fence.get(), failures, "keep-alive extended the lease again");
+                    failures = 0;
+                }
             }
-            Err(e) if e.is_lease_lost() => {
-                tracing::warn!(key = %ka.state.key, "keep-alive found the lease gone");
-                ka.state.mark_lost();
+            Err(error) if error.is_lease_lost() => {
+                ka.state.failed_extension(&error);
                 return;
             }
             Err(error) => {
+                ka.state.failed_extension(&error);
                 metrics::extend_failed(ka.state.backend);
-                tracing::warn!(key = %ka.state.key, %error, "keep-alive extension failed; retrying");
                 // Retry well before validity runs out, but do not spin.
                 let left = ka.state.valid_until().remaining();
+                if failures == 0 {
+                    tracing::warn!(target: "dlock::keep_alive", backend = ka.state.backend, key = %ka.state.key, fence = ka.state.fence.get(), %error, ?left, "keep-alive extension failed; retrying until the lease runs out");
+                } else {
+                    tracing::debug!(target: "dlock::keep_alive", backend = ka.state.backend, key = %ka.state.key, %error, ?left, "keep-alive extension failed again");
+                }
+                failures = failures.saturating_add(1);
                 let at = BootInstant::now().saturating_add(retry_pause(left, ttl, ka.fraction));
                 retry = Some((newest, at));
             }

@@ -17,6 +17,7 @@ pub mod metrics;
 mod options;
 mod owner;
 pub mod reliability;
+mod tracker;
 mod url;
 
 #[cfg(feature = "conformance")]
@@ -28,7 +29,7 @@ pub use bulkheaded::Bulkheaded;
 pub use call::bounded;
 pub use capabilities::{Capabilities, ExpiryScope};
 pub use clock::BootInstant;
-pub use error::{BoxError, Error, InvalidInput};
+pub use error::{BoxError, Error, InvalidInput, LossReason};
 pub use fence::{
     Admission, DynFenceGate, FenceGate, FenceGateExt, FenceSource, FenceToken, FencedRead,
     stale_token,
@@ -40,4 +41,5 @@ pub use options::{
     Acquire, DEFAULT_KEEP_ALIVE, MAX_REPRESENTABLE_TTL, Wait, duration_setting, validate_ttl,
 };
 pub use owner::OwnerId;
+pub use tracker::{Pending, ShutdownReport, Tracker};
 pub use url::redact_url;

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
-use crate::{BootInstant, Capabilities, Error, FenceToken, LockKey, OwnerId};
+use crate::{BootInstant, Capabilities, Error, FenceToken, LockKey, OwnerId, Tracker};
 
 /// One acquisition attempt, as the machinery sends it to a backend.
 #[derive(Clone, Copy, Debug)]
@@ -137,6 +137,14 @@ pub trait Lock: Send + Sync + 'static {
         Duration::from_secs(5)
     }
 
+    /// The bookkeeping that [`shutdown`](crate::LockExt::shutdown) and the
+    /// backend-health log use. A networked backend keeps a [`Tracker`] and returns
+    /// it here. `None`, the default: nothing is tracked, and `shutdown` has nothing
+    /// to free (right for an in-process backend, whose locks end with the process).
+    fn tracker(&self) -> Option<&Tracker> {
+        None
+    }
+
     /// Releases in the background, for leases dropped without `release` and
     /// acquisitions cancelled mid-flight. The default spawns `release` on the
     /// current tokio runtime (if any); an in-process backend may do it at once.
@@ -145,14 +153,22 @@ pub trait Lock: Send + Sync + 'static {
     }
 }
 
-/// Spawns `release` on the current tokio runtime (none: the TTL frees the key).
-/// The default `release_in_background`, for overrides that do something first.
+/// Spawns `release` on the current tokio runtime (none: the TTL frees the key),
+/// counted by the lock's [`Tracker`] so `shutdown` waits for it. The default
+/// `release_in_background`, for overrides that do something first.
 pub fn spawn_release<L: Lock + ?Sized>(lock: Arc<L>, key: LockKey, owner: OwnerId) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        let pending = lock.tracker().map(Tracker::pending);
         handle.spawn(async move {
-            if let Err(error) = lock.release(&key, &owner).await {
-                tracing::debug!(%key, %error, "background release failed; the TTL will free the key");
+            let timeout = lock.operation_timeout();
+            let result = crate::bounded("release", timeout, lock.release(&key, &owner)).await;
+            if let Some(tracker) = lock.tracker() {
+                tracker.observe(lock.capabilities().name, &result);
             }
+            if let Err(error) = result {
+                tracing::debug!(target: "dlock::lease", %key, %error, "background release failed; the TTL will free the key");
+            }
+            drop(pending);
         });
     }
 }

@@ -157,7 +157,7 @@ impl EtcdElection {
         });
         let elected = tokio::select! {
             elected = campaign => elected,
-            () = wait_lost(Arc::clone(&state)) => Err(Error::LeaseLost { key: self.name.clone() }),
+            () = wait_lost(Arc::clone(&state)) => Err(Error::lease_lost(self.name.as_str(), dlock_core::LossReason::Expired)),
         };
         // On any error, dropping `campaigning` stops the keep-alive and revokes the lease.
         let leader = elected?
@@ -367,7 +367,7 @@ async fn keep_alive(
             }
             Ok(Ok(false)) => break,
             Ok(Err(error)) => {
-                tracing::warn!(%error, "election keep-alive failed; retrying");
+                tracing::warn!(target: "dlock::election", %error, "election keep-alive failed; retrying");
                 next = BootInstant::now().saturating_add((left / 4).max(Duration::from_millis(50)));
             }
             Err(_) => {}

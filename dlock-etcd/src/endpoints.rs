@@ -146,7 +146,7 @@ impl Endpoints {
             .is_ok()
             && self.urls.len() > 1
         {
-            tracing::info!(from = %self.urls[at], to = %self.urls[next], "etcd endpoint failed; failing over");
+            tracing::info!(target: "dlock::backend", from = %self.urls[at], to = %self.urls[next], "etcd endpoint failed; failing over");
         }
     }
 

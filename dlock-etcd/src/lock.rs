@@ -43,6 +43,7 @@ struct Inner {
     owners: Owners,
     /// The number of places at which expired ones are swept out.
     sweep_at: std::sync::atomic::AtomicUsize,
+    tracker: dlock_core::Tracker,
 }
 
 /// Below this many places, none are swept.
@@ -135,6 +136,7 @@ impl EtcdLock {
                 places: Mutex::default(),
                 owners: Owners::new(),
                 sweep_at: std::sync::atomic::AtomicUsize::new(SWEEP_FLOOR),
+                tracker: dlock_core::Tracker::new(),
             }),
         })
     }
@@ -172,7 +174,7 @@ impl EtcdLock {
         let response = self.txn(txn).await?;
         if !response.succeeded() {
             dlock_core::metrics::fence_rejected("etcd");
-            tracing::info!(target: "dlock::fence", gate = "etcd", resource, fence = lease.fence().get(), "put_if_held refused: the lease no longer holds the lock");
+            tracing::warn!(target: "dlock::fence", gate = "etcd", resource, fence = lease.fence().get(), "put_if_held refused: the lease no longer holds the lock");
         }
         Ok(response.succeeded())
     }
@@ -360,9 +362,7 @@ impl EtcdLock {
         owner: &OwnerId,
         mut place: Place,
     ) -> Result<(Place, Option<Predecessor>), Error> {
-        let gone = || Error::LeaseLost {
-            key: key.to_string(),
-        };
+        let gone = || Error::lease_lost(key.as_str(), dlock_core::LossReason::Gone);
         let before_us = GetOptions::new()
             .with_prefix()
             .with_max_create_revision(place.revision - 1)
@@ -655,9 +655,7 @@ impl Lock for EtcdLock {
     }
 
     async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
-        let lost = || Error::LeaseLost {
-            key: key.to_string(),
-        };
+        let lost = || Error::lease_lost(key.as_str(), dlock_core::LossReason::Gone);
         let place = self.places().get(owner).copied().ok_or_else(lost)?;
         // etcd keeps a lease's TTL for its life: a refresh restarts the same countdown,
         // so a longer TTL cannot be promised.
@@ -723,20 +721,27 @@ impl Lock for EtcdLock {
         self.inner.config.operation_timeout
     }
 
+    fn tracker(&self) -> Option<&dlock_core::Tracker> {
+        Some(&self.inner.tracker)
+    }
+
     fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         // A waiter key left behind would block the line for its whole TTL: retry the
-        // revoke until it succeeds or the lease could have expired anyway.
+        // revoke until it succeeds or the lease could have expired anyway. Counted,
+        // so shutdown waits for it.
+        let pending = self.inner.tracker.pending();
         runtime.spawn(async move {
+            let _pending = pending;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             let mut pause = Duration::from_millis(50);
             while tokio::time::Instant::now() < deadline {
                 match self.release(&key, &owner).await {
                     Ok(_) => return,
                     Err(error) => {
-                        tracing::debug!(%key, %error, "background release failed; retrying")
+                        tracing::debug!(target: "dlock::lease", %key, %error, "background release failed; retrying")
                     }
                 }
                 tokio::time::sleep(pause).await;

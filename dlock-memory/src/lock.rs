@@ -136,16 +136,9 @@ impl Lock for MemoryLock {
     }
 
     async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
-        if self
-            .table()
+        self.table()
             .extend(key.as_str(), owner, ttl, BootInstant::now())
-        {
-            Ok(())
-        } else {
-            Err(Error::LeaseLost {
-                key: key.to_string(),
-            })
-        }
+            .map_err(|reason| Error::lease_lost(key.as_str(), reason))
     }
 
     async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {

@@ -3,7 +3,7 @@
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use dlock_core::BootInstant;
-use dlock_core::{FenceToken, LockKey, OwnerId};
+use dlock_core::{FenceToken, LockKey, LossReason, OwnerId};
 use hashbrown::{HashMap, hash_map::EntryRef};
 use tokio::sync::Notify;
 
@@ -149,23 +149,24 @@ impl Table {
         Outcome::Granted(fence)
     }
 
-    /// `Some(true)`: extended; `Some(false)`: not held by `owner`.
+    /// Extends `owner`'s hold, or says why it has none: another holder, or none.
     pub(crate) fn extend(
         &mut self,
         key: &str,
         owner: &OwnerId,
         ttl: Duration,
         now: BootInstant,
-    ) -> bool {
+    ) -> Result<(), LossReason> {
         let Some(entry) = self.entries.get_mut(key) else {
-            return false;
+            return Err(LossReason::Gone);
         };
         match entry.live_holder(now) {
             Some(holder) if holder.owner == *owner => {
                 holder.expires = now.saturating_add(ttl);
-                true
+                Ok(())
             }
-            _ => false,
+            Some(_) => Err(LossReason::Taken),
+            None => Err(LossReason::Gone),
         }
     }
 

@@ -5,11 +5,11 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use dlock_core::{
     Attempt, AttemptRequest, Capabilities, Error, ExpiryScope, Lock, LockKey,
-    MAX_REPRESENTABLE_TTL, OwnerId,
+    MAX_REPRESENTABLE_TTL, OwnerId, Tracker,
     local_queue::{LocalQueue, Turn},
 };
 
-use crate::{NodeGrant, RedisConfig, RedisNode};
+use crate::{NodeExtend, NodeGrant, RedisConfig, RedisNode};
 
 /// Locks on one Redis server. Cheap to clone: clones share the connections.
 ///
@@ -25,6 +25,7 @@ pub struct RedisLock {
 struct Inner {
     node: RedisNode,
     queue: LocalQueue,
+    tracker: Tracker,
 }
 
 impl RedisLock {
@@ -40,6 +41,7 @@ impl RedisLock {
             inner: Arc::new(Inner {
                 node: RedisNode::connect(config).await?,
                 queue: LocalQueue::new(),
+                tracker: Tracker::new(),
             }),
         })
     }
@@ -128,12 +130,9 @@ impl Lock for RedisLock {
     }
 
     async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
-        if self.inner.node.extend(key, owner, ttl).await? {
-            Ok(())
-        } else {
-            Err(Error::LeaseLost {
-                key: key.to_string(),
-            })
+        match self.inner.node.extend(key, owner, ttl).await? {
+            NodeExtend::Extended => Ok(()),
+            NodeExtend::NotHeld(reason) => Err(Error::lease_lost(key.as_str(), reason)),
         }
     }
 
@@ -150,6 +149,10 @@ impl Lock for RedisLock {
 
     fn operation_timeout(&self) -> Duration {
         self.config().operation_timeout
+    }
+
+    fn tracker(&self) -> Option<&Tracker> {
+        Some(&self.inner.tracker)
     }
 
     fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {

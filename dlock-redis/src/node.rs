@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use dlock_core::{Error, FenceToken, InvalidInput, LockKey, OwnerId, WakeSignal};
+use dlock_core::{Error, FenceToken, InvalidInput, LockKey, LossReason, OwnerId, WakeSignal};
 use redis::{
     Client, ProtocolVersion, Value,
     aio::{ConnectionManager, ConnectionManagerConfig},
@@ -40,6 +40,15 @@ pub enum NodeGrant {
     Granted(FenceToken),
     /// Another owner holds the key, for about this much longer.
     Held(Option<Duration>),
+}
+
+/// A node's answer to [`RedisNode::extend`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeExtend {
+    /// The TTL was reset.
+    Extended,
+    /// The owner no longer holds the key: [`LossReason::Taken`] or [`LossReason::Gone`].
+    NotHeld(LossReason),
 }
 
 impl RedisNode {
@@ -151,13 +160,14 @@ impl RedisNode {
         Ok(raised == 1)
     }
 
-    /// Resets the TTL of `owner`'s hold on `key`; `false` if `owner` no longer holds it.
+    /// Resets the TTL of `owner`'s hold on `key`, or says why it cannot: the key
+    /// is gone, or another owner holds it.
     pub async fn extend(
         &self,
         key: &LockKey,
         owner: &OwnerId,
         ttl: Duration,
-    ) -> Result<bool, Error> {
+    ) -> Result<NodeExtend, Error> {
         let extended: i64 = scripts::EXTEND
             .key(self.layout().lock(key))
             .arg(owner.to_hex())
@@ -165,7 +175,11 @@ impl RedisNode {
             .invoke_async(&mut self.connection())
             .await
             .map_err(|e| from_redis(Some(key.as_str()), e))?;
-        Ok(extended == 1)
+        Ok(match extended {
+            1 => NodeExtend::Extended,
+            -1 => NodeExtend::NotHeld(LossReason::Taken),
+            _ => NodeExtend::NotHeld(LossReason::Gone),
+        })
     }
 
     /// Deletes `owner`'s hold on `key` and announces the release; `false` if

@@ -90,12 +90,17 @@ return 1
     )
 });
 
-/// KEYS: lock. ARGV: owner, ttl ms. Returns 1 if extended, 0 if not held by owner.
+/// KEYS: lock. ARGV: owner, ttl ms. Returns 1 if extended, 0 if the key is gone,
+/// -1 if another owner holds it.
 pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if holder then
+  return -1
 end
 return 0
 "#,

@@ -71,6 +71,7 @@ impl Node {
                     let mut known = self.run_id.lock().unwrap_or_else(|p| p.into_inner());
                     if *known != id {
                         tracing::warn!(
+                            target: "dlock::backend",
                             node = %self.address,
                             delay = ?delay,
                             "a Redlock node restarted: no vote until every lock it may have lost has expired"

@@ -6,9 +6,10 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use dlock_core::{
     Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceToken,
-    InvalidInput, Lock, LockKey, OwnerId, WakeSignal, bounded, reliability::CircuitBreaker,
+    InvalidInput, Lock, LockKey, LossReason, OwnerId, WakeSignal, bounded,
+    reliability::CircuitBreaker,
 };
-use dlock_redis::{NodeGrant, RedisNode};
+use dlock_redis::{NodeExtend, NodeGrant, RedisNode};
 use futures::{StreamExt, stream::FuturesUnordered};
 
 use crate::{
@@ -42,6 +43,7 @@ pub struct RedlockLock {
 struct Inner {
     nodes: Vec<Node>,
     config: RedlockConfig,
+    tracker: dlock_core::Tracker,
 }
 
 impl RedlockLock {
@@ -79,7 +81,11 @@ impl RedlockLock {
             nodes.push(Node::new(redis, run_id, breaker));
         }
         Ok(RedlockLock {
-            inner: Arc::new(Inner { nodes, config }),
+            inner: Arc::new(Inner {
+                nodes,
+                config,
+                tracker: dlock_core::Tracker::new(),
+            }),
         })
     }
 
@@ -346,10 +352,17 @@ impl Lock for RedlockLock {
             })
             .collect();
         let (mut extended, mut not_held, mut failures) = (0, 0, Vec::new());
+        // Taken if any node has another holder; otherwise the key is gone.
+        let mut why = LossReason::Gone;
         while let Some((address, answer)) = asks.next().await {
             match answer {
-                Ok(true) => extended += 1,
-                Ok(false) => not_held += 1,
+                Ok(NodeExtend::Extended) => extended += 1,
+                Ok(NodeExtend::NotHeld(reason)) => {
+                    not_held += 1;
+                    if reason == LossReason::Taken {
+                        why = reason;
+                    }
+                }
                 Err(e) => failures.push((address, e)),
             }
             if extended >= quorum {
@@ -357,9 +370,7 @@ impl Lock for RedlockLock {
             }
             // Never deletes anything: a failed extension leaves the lease to expire.
             if not_held > nodes.len() - quorum {
-                return Err(Error::LeaseLost {
-                    key: key.to_string(),
-                });
+                return Err(Error::lease_lost(key.as_str(), why));
             }
             if not_held + failures.len() > nodes.len() - quorum {
                 break;
@@ -371,9 +382,9 @@ impl Lock for RedlockLock {
         })
         .map_err(|e| match e {
             // Retryable for keep-alive: the nodes may answer again in time.
-            Error::QuorumUnavailable { failures, .. } if failures.is_empty() => Error::LeaseLost {
-                key: key.to_string(),
-            },
+            Error::QuorumUnavailable { failures, .. } if failures.is_empty() => {
+                Error::lease_lost(key.as_str(), why)
+            }
             Error::QuorumUnavailable { failures, .. } => Error::unavailable(format!(
                 "extend reached no quorum: {}",
                 failures
@@ -424,6 +435,10 @@ impl Lock for RedlockLock {
 
     fn operation_timeout(&self) -> Duration {
         self.inner.config.operation_timeout
+    }
+
+    fn tracker(&self) -> Option<&dlock_core::Tracker> {
+        Some(&self.inner.tracker)
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{Checked, Harness, NotApplicable};
 use crate::{
     Acquire, BootInstant, Capabilities, DynLock, Error, ExpiryScope, FenceToken, InvalidInput,
-    LockExt, MAX_KEY_LEN, Wait,
+    LockExt, LossReason, MAX_KEY_LEN, Wait,
 };
 
 /// Slack for "soon" on a loaded 2-core machine.
@@ -361,7 +361,16 @@ pub async fn stale_extend_is_lease_lost(h: &dyn Harness) -> Checked {
         .expect("acquire failed");
     let mut new = expire_and_take(h, &caps, &key, old.valid_until()).await;
     let err = old.extend().await.expect_err("a stale extend succeeded");
-    assert!(err.is_lease_lost(), "stale extend: {err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::LeaseLost {
+                reason: LossReason::Expired,
+                ..
+            }
+        ),
+        "stale extend: {err:?}"
+    );
     assert!(!old.is_valid());
     let c = h.client().await;
     let third = c
@@ -560,6 +569,11 @@ pub async fn lost_fires_when_key_is_deleted(h: &dyn Harness) -> Checked {
         .await
         .unwrap_or_else(|_| panic!("lost() did not fire within {limit:?} of the key's deletion"));
     let fired = BootInstant::now();
+    assert_eq!(
+        lease.lost_reason(),
+        Some(LossReason::Gone),
+        "a deleted key's lease"
+    );
     // Once extension fails, valid_until stops growing; lost() must not fire after it.
     let late = fired.saturating_duration_since(lease.valid_until());
     assert!(
@@ -981,5 +995,103 @@ pub async fn fifo_waiters_are_served_in_order(h: &dyn Harness) -> Checked {
         (0..6).collect::<Vec<_>>(),
         "waiters served out of order"
     );
+    Ok(())
+}
+
+/// Shutdown frees what a client holds, at once: its leases are marked lost and
+/// released, its waiting acquisitions end and leave no place behind, releases of
+/// dropped leases finish, and nothing new is granted.
+pub async fn shutdown_frees_leases_and_ends_waiters(h: &dyn Harness) -> Checked {
+    let (a, caps) = setup(h).await;
+    if a.tracker().is_none() {
+        return Err(NotApplicable(
+            "an in-process backend tracks nothing: its locks end with the process",
+        ));
+    }
+    let (held, busy, dropped) = (
+        unique_key("shutdown-held"),
+        unique_key("shutdown-busy"),
+        unique_key("shutdown-dropped"),
+    );
+    let ttl = long_ttl(&caps);
+    let mut lease = a
+        .acquire(&held, Acquire::ttl(ttl).keep_alive(1.0 / 3.0))
+        .await
+        .expect("acquire failed");
+    let lost = lease.lost();
+    let b = h.client().await;
+    let mut other = b
+        .acquire(&busy, Acquire::ttl(ttl))
+        .await
+        .expect("acquire failed");
+    let waiter = {
+        let (a, busy) = (a.clone(), busy.clone());
+        tokio::spawn(async move { a.acquire(&busy, Acquire::ttl(ttl)).await })
+    };
+    // Let the waiter take its place in line.
+    tokio::time::sleep(MARGIN).await;
+    assert!(!waiter.is_finished(), "the waiter did not wait");
+    drop(
+        a.acquire(&dropped, Acquire::ttl(ttl))
+            .await
+            .expect("acquire failed"),
+    );
+
+    let started = Instant::now();
+    let report = a.shutdown(Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert_eq!(report.released, 1, "{report}");
+    assert!(report.is_clean(), "{report}");
+    assert!(
+        took < a.operation_timeout(),
+        "shutdown took {took:?}: {report}"
+    );
+    tokio::time::timeout(MARGIN, lost)
+        .await
+        .expect("lost() did not fire at shutdown");
+    assert_eq!(lease.lost_reason(), Some(LossReason::ShutDown));
+    let ended = tokio::time::timeout(MARGIN, waiter)
+        .await
+        .expect("the waiter was still waiting after shutdown")
+        .expect("the waiter panicked");
+    assert!(
+        matches!(ended, Err(Error::ShutDown { .. })),
+        "the waiter ended with {ended:?}"
+    );
+    let err = lease.release().await.expect_err("released after shutdown");
+    assert!(
+        matches!(
+            err,
+            Error::LeaseLost {
+                reason: LossReason::ShutDown,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let refused = a.try_acquire(&unique_key("shutdown-new"), ttl).await;
+    assert!(
+        matches!(refused, Err(Error::ShutDown { .. })),
+        "granted after shutdown: {refused:?}"
+    );
+
+    // Another client finds all three keys free at once, the busy one as soon as
+    // its holder lets go: no lease, place or dropped lease of `a` is left.
+    let c = h.client().await;
+    for key in [&held, &dropped] {
+        let mut lease = c
+            .try_acquire(key, ttl)
+            .await
+            .expect("backend failed")
+            .unwrap_or_else(|| panic!("{key} still held after shutdown"));
+        lease.release().await.expect("release failed");
+    }
+    other.release().await.expect("release failed");
+    let mut next = c
+        .try_acquire(&busy, ttl)
+        .await
+        .expect("backend failed")
+        .expect("the shut-down waiter's place still blocks the line");
+    next.release().await.expect("release failed");
     Ok(())
 }

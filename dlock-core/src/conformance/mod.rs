@@ -126,6 +126,7 @@ macro_rules! for_each_conformance_case {
             with_lock_returns_and_releases,
             with_lock_cancels_work_when_lost,
             fifo_waiters_are_served_in_order,
+            shutdown_frees_leases_and_ends_waiters,
         );
     };
 }

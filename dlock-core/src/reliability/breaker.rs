@@ -329,9 +329,9 @@ impl Inner {
         )
         .increment(1);
         if t.to == BreakerState::Open {
-            tracing::warn!(breaker = %self.name, from = %t.from, "circuit breaker opened");
+            tracing::warn!(target: "dlock::breaker", breaker = %self.name, from = %t.from, "circuit breaker opened");
         } else {
-            tracing::info!(breaker = %self.name, from = %t.from, to = %t.to, "circuit breaker state changed");
+            tracing::info!(target: "dlock::breaker", breaker = %self.name, from = %t.from, to = %t.to, "circuit breaker state changed");
         }
         t
     }
