@@ -1,0 +1,71 @@
+//! The command line.
+
+use std::{ffi::OsString, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::duration;
+
+/// Run a command under a distributed lock, on Redis, Redlock or etcd.
+#[derive(Parser, Debug)]
+#[command(name = "dlock", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Take the lock on KEY, run the command while holding it, release it.
+    ///
+    /// The command runs in its own process group and never outlives the lease:
+    /// once the validity left falls to --grace with no successful renewal, or the
+    /// backend says the lease is gone, the group gets SIGTERM, then SIGKILL before
+    /// the lease expires. Exit codes: 75 lease lost; else the command's code (128+N
+    /// if signal N killed it); the conflict code (1, see -E) if the lock was busy or
+    /// the wait ran out; 128+N if dlock was signalled while waiting; 127/126 command
+    /// not found / not executable; 69 backend unreachable; 64 usage errors.
+    Run(RunArgs),
+    /// The supervisor `dlock run` starts in front of the command.
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// The pid of the `dlock run` that started this supervisor.
+        parent: i32,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<OsString>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// The backend: redis://, rediss://, redlock://, etcd://, etcds:// (memory:// is
+    /// refused: it means nothing across processes).
+    #[arg(long, env = "DLOCK_URL", hide_env_values = true)]
+    pub(crate) url: Option<String>,
+    /// Fail at once if the lock is held.
+    #[arg(short = 'n', long = "no-wait", conflicts_with = "wait")]
+    pub(crate) no_wait: bool,
+    /// Wait at most this long for the lock (0 means --no-wait). Default: for ever.
+    #[arg(short = 'w', long = "wait", value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) wait: Option<Duration>,
+    /// How long the backend holds the lock unless renewed.
+    #[arg(long, default_value = "30s", value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) ttl: Duration,
+    /// Renew the lease this often (default: a third of the TTL).
+    #[arg(long = "renew-every", value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) renew_every: Option<Duration>,
+    /// Stop the command once this little validity is left without a renewal.
+    #[arg(long, default_value = "5s", value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) grace: Duration,
+    /// The exit code when the lock is busy or the wait runs out.
+    #[arg(short = 'E', long = "conflict-exit-code", default_value_t = crate::exit::CONFLICT_DEFAULT, value_name = "CODE")]
+    pub(crate) conflict_exit_code: u8,
+    /// Run this string with `sh -c` instead of a command.
+    #[arg(short = 'c', value_name = "SHELL_STRING", conflicts_with = "command")]
+    pub(crate) shell: Option<String>,
+    /// The lock key.
+    pub(crate) key: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<OsString>,
+}

@@ -1,0 +1,53 @@
+//! `dlock`: run a command under a distributed lock.
+//!
+//! ```text
+//! dlock run [--url URL] [-n | -w 10s] [--ttl 30s] KEY -- COMMAND [ARGS...]
+//! dlock run [--url URL] KEY -c 'shell string'
+//! ```
+//!
+//! See `dlock run --help` and `docs/cli.md` for the flags, the environment and the
+//! exit codes.
+#![forbid(unsafe_code)]
+
+mod args;
+mod duration;
+mod exit;
+mod run;
+mod supervise;
+
+use std::process::ExitCode;
+
+use clap::{Parser, error::ErrorKind};
+
+use crate::args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(exit::USAGE),
+            };
+        }
+    };
+    let code = match cli.command {
+        Command::Supervise { parent, command } => supervise::supervise(parent, command),
+        Command::Run(args) => {
+            // One thread: the supervisor's parent-death signal follows the thread
+            // that spawned it, and this one lives until dlock exits.
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(run::run(args)),
+                Err(e) => {
+                    eprintln!("dlock: {e}");
+                    exit::SOFTWARE
+                }
+            }
+        }
+    };
+    ExitCode::from(code)
+}
