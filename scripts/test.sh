@@ -33,3 +33,11 @@ cargo test --workspace --all-features --doc
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
+
+step "each backend feature on its own"
+# A user who enables one backend gets a facade that builds with it alone, and the
+# CLI likewise.
+for feature in memory redis redlock etcd; do
+    cargo check --quiet -p dlock-rs --no-default-features --features "$feature"
+done
+cargo check --quiet -p dlock-cli --no-default-features --features redis
