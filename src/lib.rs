@@ -9,8 +9,8 @@ pub use connect::{connect, connect_with_gate};
 pub use dlock_core::{
     Acquire, Admission, Attempt, AttemptRequest, BootInstant, Bulkheaded, Capabilities,
     DynFenceGate, DynLock, Error, ExpiryScope, FenceGate, FenceGateExt, FenceSource, FenceToken,
-    FencedRead, InvalidInput, Lease, LeaseHandle, Lock, LockExt, LockKey, LossReason, MAX_KEY_LEN,
-    OwnerId, ShutdownReport, Wait, metrics, redact_url, reliability,
+    FencedRead, Holder, InvalidInput, Lease, LeaseHandle, Lock, LockExt, LockKey, LossReason,
+    MAX_KEY_LEN, OwnerId, ShutdownReport, Wait, metrics, redact_url, reliability,
 };
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]

@@ -26,6 +26,11 @@ pub(crate) enum Command {
     /// the wait ran out; 128+N if dlock was signalled while waiting; 127/126 command
     /// not found / not executable; 69 backend unreachable; 64 usage errors.
     Run(RunArgs),
+    /// Show whether KEY is held: its fence, the time left, and the holder's id.
+    ///
+    /// Reads without taking the lock (it burns no token). Exits 0 if held, 1 if
+    /// free, 69 if the backend is unreachable, 64 on usage errors.
+    Status(StatusArgs),
     /// The supervisor `dlock run` starts in front of the command.
     #[command(name = "__supervise", hide = true)]
     Supervise {
@@ -34,6 +39,18 @@ pub(crate) enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<OsString>,
     },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StatusArgs {
+    /// The backend, as for `dlock run`.
+    #[arg(long, env = "DLOCK_URL", hide_env_values = true)]
+    pub(crate) url: Option<String>,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The lock key.
+    pub(crate) key: String,
 }
 
 #[derive(Args, Debug)]

@@ -13,6 +13,7 @@ mod args;
 mod duration;
 mod exit;
 mod run;
+mod status;
 mod supervise;
 
 use std::process::ExitCode;
@@ -34,20 +35,23 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Supervise { parent, command } => supervise::supervise(parent, command),
-        Command::Run(args) => {
-            // One thread: the supervisor's parent-death signal follows the thread
-            // that spawned it, and this one lives until dlock exits.
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime.block_on(run::run(args)),
-                Err(e) => {
-                    eprintln!("dlock: {e}");
-                    exit::SOFTWARE
-                }
-            }
-        }
+        // One thread: the supervisor's parent-death signal follows the thread that
+        // spawned it, and this one lives until dlock exits.
+        Command::Run(args) => on_one_thread(run::run(args)),
+        Command::Status(args) => on_one_thread(status::status(args)),
     };
     ExitCode::from(code)
+}
+
+fn on_one_thread(work: impl std::future::Future<Output = u8>) -> u8 {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(work),
+        Err(e) => {
+            eprintln!("dlock: {e}");
+            exit::SOFTWARE
+        }
+    }
 }

@@ -190,8 +190,12 @@ async fn take(lock: &DynLock, plan: &Plan, opts: Acquire) -> Result<Lease, Stop>
         Some(limit) => opts.wait(limit),
         None => opts,
     };
+    let holder = match lock.holder(&plan.key).await {
+        Ok(Some(holder)) => format!("held by {}", holder.id),
+        _ => "held by another holder".to_owned(),
+    };
     let acquire = lock.acquire(&plan.key, opts);
-    let taken = Progress::new(&plan.key).show_while(acquire).await;
+    let taken = Progress::new(&plan.key, holder).show_while(acquire).await;
     match taken {
         Ok(lease) => Ok(lease),
         Err(Error::Timeout {
@@ -209,13 +213,16 @@ async fn take(lock: &DynLock, plan: &Plan, opts: Acquire) -> Result<Lease, Stop>
 /// The waiting line on stderr: once, or updated in place on a terminal.
 struct Progress<'a> {
     key: &'a str,
+    /// `held by ...`: the holder's id where the backend can tell.
+    holder: String,
     terminal: bool,
 }
 
 impl<'a> Progress<'a> {
-    fn new(key: &'a str) -> Self {
+    fn new(key: &'a str, holder: String) -> Self {
         Progress {
             key,
+            holder,
             terminal: std::io::stderr().is_terminal(),
         }
     }
@@ -223,7 +230,7 @@ impl<'a> Progress<'a> {
     async fn show_while<T>(&self, work: impl std::future::Future<Output = T>) -> T {
         let started = BootInstant::now();
         if !self.terminal {
-            eprintln!("dlock: waiting for `{}` (held by another holder)", self.key);
+            eprintln!("dlock: waiting for `{}` ({})", self.key, self.holder);
             return work.await;
         }
         tokio::pin!(work);
@@ -236,7 +243,7 @@ impl<'a> Progress<'a> {
                 }
                 _ = tick.tick() => {
                     let waited = BootInstant::now().saturating_duration_since(started).as_secs();
-                    eprint!("\rdlock: waiting for `{}` (held by another holder): {waited} s\x1b[K", self.key);
+                    eprint!("\rdlock: waiting for `{}` ({}): {waited} s\x1b[K", self.key, self.holder);
                 }
             }
         }

@@ -231,9 +231,10 @@ async fn a_busy_lock_is_the_conflict_code() {
     let out = output(dlock(&url).args(["run", "-w", "1s", &key, "--", "true"])).await;
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let progress = format!("waiting for `{key}` (held by {})", held.owner());
     assert!(
-        stderr(&out).contains("waiting for"),
-        "no progress line: {}",
+        stderr(&out).contains(&progress),
+        "no progress line naming the holder: {}",
         stderr(&out)
     );
     assert!(

@@ -138,6 +138,25 @@ pub trait LockExt {
         }
     }
 
+    /// Who holds `key` now, read without taking it (so it burns no token and
+    /// leaves no place in line): `Ok(None)` if free. [`Error::Unsupported`] on a
+    /// backend without [`Capabilities::inspect`](crate::Capabilities::inspect).
+    fn holder(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<crate::Holder>, Error>> + Send + 'static {
+        let (lock, key) = (self.to_dyn(), LockKey::new(key));
+        async move {
+            let key = key?;
+            let timeout = lock.operation_timeout();
+            let answer = bounded("inspect", timeout, lock.inspect(&key)).await;
+            if let Some(tracker) = lock.tracker() {
+                tracker.observe(lock.capabilities().name, &answer);
+            }
+            answer
+        }
+    }
+
     /// Frees what this lock holds, for a process about to exit: new acquisitions
     /// are refused ([`Error::ShutDown`]), waiting ones end with that error and give
     /// up their places, every lease still held is marked lost

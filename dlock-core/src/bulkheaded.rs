@@ -93,6 +93,10 @@ impl<L: Lock> Lock for Bulkheaded<L> {
         self.inner.new_owner()
     }
 
+    async fn inspect(&self, key: &LockKey) -> Result<Option<crate::Holder>, Error> {
+        self.inner.inspect(key).await
+    }
+
     fn tracker(&self) -> Option<&crate::Tracker> {
         self.inner.tracker()
     }

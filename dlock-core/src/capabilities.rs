@@ -47,6 +47,8 @@ pub struct Capabilities {
     pub drift_factor: f64,
     /// Clock drift allowed, fixed part (Redlock's rule: 2 ms).
     pub drift_fixed: Duration,
+    /// [`Lock::inspect`](crate::Lock::inspect) tells who holds a key without taking it.
+    pub inspect: bool,
 }
 
 impl Capabilities {
@@ -101,6 +103,7 @@ impl Default for Capabilities {
             expiry_scope: ExpiryScope::PerLease,
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),
+            inspect: false,
         }
     }
 }

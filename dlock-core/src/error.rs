@@ -100,6 +100,16 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The backend does not offer this optional operation (see its
+    /// [`Capabilities`](crate::Capabilities)).
+    #[error("the `{backend}` backend does not support `{operation}`")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// The operation.
+        operation: &'static str,
+    },
+
     /// So many nodes of a quorum backend (Redlock) are down, unreachable, or behind
     /// an open circuit breaker that no quorum is possible: a definite answer, not
     /// retried within the caller's wait. Carries each failed node's error.

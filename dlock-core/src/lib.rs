@@ -36,7 +36,7 @@ pub use fence::{
 };
 pub use key::{LockKey, MAX_KEY_LEN};
 pub use lease::{Lease, LeaseHandle};
-pub use lock::{Attempt, AttemptRequest, DynLock, Lock, WakeSignal, spawn_release};
+pub use lock::{Attempt, AttemptRequest, DynLock, Holder, Lock, WakeSignal, spawn_release};
 pub use options::{
     Acquire, DEFAULT_KEEP_ALIVE, MAX_REPRESENTABLE_TTL, Wait, duration_setting, validate_ttl,
 };

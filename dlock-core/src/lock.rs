@@ -28,6 +28,35 @@ pub struct AttemptRequest<'a> {
     pub sent: BootInstant,
 }
 
+/// Who holds a key, as [`Lock::inspect`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Holder {
+    /// The backend's id for the holder, for display: the owner id on Redis, Redlock
+    /// and memory; the holder's key name on etcd.
+    pub id: String,
+    /// The holder's fencing token, where the backend can tell.
+    pub fence: Option<FenceToken>,
+    /// How long the server still holds the key unless it is extended, where the
+    /// backend can tell.
+    pub expires_in: Option<Duration>,
+}
+
+impl Holder {
+    /// A holder as a backend reports it.
+    pub fn new(
+        id: impl Into<String>,
+        fence: Option<FenceToken>,
+        expires_in: Option<Duration>,
+    ) -> Self {
+        Holder {
+            id: id.into(),
+            fence,
+            expires_in,
+        }
+    }
+}
+
 /// A future that resolves when a busy key may have become free.
 pub type WakeSignal = BoxFuture<'static, ()>;
 
@@ -124,6 +153,17 @@ pub trait Lock: Send + Sync + 'static {
     fn release_now(&self, key: &LockKey, owner: &OwnerId) -> Option<Result<bool, Error>> {
         let _ = (key, owner);
         None
+    }
+
+    /// Who holds `key` now, read without taking it, queueing, or issuing a token:
+    /// `Ok(None)` if it is free. Optional: a backend that offers it says
+    /// [`Capabilities::inspect`]; the default is [`Error::Unsupported`].
+    async fn inspect(&self, key: &LockKey) -> Result<Option<Holder>, Error> {
+        let _ = key;
+        Err(Error::Unsupported {
+            backend: self.capabilities().name,
+            operation: "inspect",
+        })
     }
 
     /// A fresh owner id for one acquisition. Networked backends keep the default

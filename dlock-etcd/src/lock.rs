@@ -8,7 +8,7 @@ use std::{
 
 use async_trait::async_trait;
 use dlock_core::{
-    Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceToken,
+    Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceToken, Holder,
     LeaseHandle, Lock, LockKey, MAX_REPRESENTABLE_TTL, OwnerId, WakeSignal,
 };
 use etcd_client::{
@@ -605,6 +605,7 @@ impl Lock for EtcdLock {
             expiry_scope: ExpiryScope::PerLease,
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),
+            inspect: true,
         }
     }
 
@@ -715,6 +716,44 @@ impl Lock for EtcdLock {
 
     fn new_owner(&self) -> OwnerId {
         self.inner.owners.take()
+    }
+
+    /// The holder is the oldest key of the directory (the head of the line); its
+    /// token is that key's create revision, its time left its lease's.
+    async fn inspect(&self, key: &LockKey) -> Result<Option<Holder>, Error> {
+        let dir = self.inner.layout.dir(key);
+        let oldest = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1);
+        let answer = self
+            .inner
+            .endpoints
+            .call(|mut c| {
+                let dir = dir.clone();
+                async move { c.get(dir, Some(oldest)).await.map_err(from_etcd) }
+            })
+            .await?;
+        let Some(head) = answer.kvs().first() else {
+            return Ok(None);
+        };
+        let id = head
+            .key_str()
+            .ok()
+            .and_then(|k| k.strip_prefix(dir.as_str()))
+            .unwrap_or_default()
+            .to_owned();
+        let fence = u64::try_from(head.create_revision()).ok().map(FenceToken);
+        let lease = head.lease();
+        let left = self
+            .inner
+            .endpoints
+            .call(|mut c| async move { c.lease_time_to_live(lease, None).await.map_err(from_etcd) })
+            .await
+            .ok()
+            .and_then(|ttl| u64::try_from(ttl.ttl()).ok())
+            .map(Duration::from_secs);
+        Ok(Some(Holder::new(id, fence, left)))
     }
 
     fn operation_timeout(&self) -> Duration {

@@ -11,7 +11,7 @@ use std::{
 use async_trait::async_trait;
 use dlock_core::{
     Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceSource,
-    FenceToken, Lock, LockKey, OwnerId,
+    FenceToken, Holder, Lock, LockKey, OwnerId,
 };
 
 use crate::table::{Outcome, Table};
@@ -124,6 +124,7 @@ impl Lock for MemoryLock {
             // One clock, in one process: nothing drifts.
             drift_factor: 0.0,
             drift_fixed: Duration::ZERO,
+            inspect: true,
         }
     }
 
@@ -143,6 +144,12 @@ impl Lock for MemoryLock {
 
     async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
         Ok(self.table().release(key.as_str(), owner))
+    }
+
+    async fn inspect(&self, key: &LockKey) -> Result<Option<Holder>, Error> {
+        let holder = self.table().holder(key.as_str(), BootInstant::now());
+        Ok(holder
+            .map(|(owner, fence, left)| Holder::new(owner.to_string(), Some(fence), Some(left))))
     }
 
     fn release_now(&self, key: &LockKey, owner: &OwnerId) -> Option<Result<bool, Error>> {

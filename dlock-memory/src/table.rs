@@ -149,6 +149,20 @@ impl Table {
         Outcome::Granted(fence)
     }
 
+    /// The live holder of `key`: its owner, token and time left.
+    pub(crate) fn holder(
+        &mut self,
+        key: &str,
+        now: BootInstant,
+    ) -> Option<(OwnerId, FenceToken, Duration)> {
+        let holder = self.entries.get_mut(key)?.live_holder(now)?;
+        Some((
+            holder.owner,
+            holder.fence,
+            holder.expires.saturating_duration_since(now),
+        ))
+    }
+
     /// Extends `owner`'s hold, or says why it has none: another holder, or none.
     pub(crate) fn extend(
         &mut self,

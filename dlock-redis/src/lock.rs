@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use dlock_core::{
-    Attempt, AttemptRequest, Capabilities, Error, ExpiryScope, Lock, LockKey,
+    Attempt, AttemptRequest, Capabilities, Error, ExpiryScope, Holder, Lock, LockKey,
     MAX_REPRESENTABLE_TTL, OwnerId, Tracker,
     local_queue::{LocalQueue, Turn},
 };
@@ -89,6 +89,7 @@ impl Lock for RedisLock {
             expiry_scope: ExpiryScope::PerLease,
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),
+            inspect: true,
         }
     }
 
@@ -145,6 +146,10 @@ impl Lock for RedisLock {
             self.inner.queue.wake_head(key);
         }
         Ok(released)
+    }
+
+    async fn inspect(&self, key: &LockKey) -> Result<Option<Holder>, Error> {
+        self.inner.node.inspect(key).await
     }
 
     fn operation_timeout(&self) -> Duration {

@@ -4,7 +4,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use dlock_core::{Error, FenceToken, InvalidInput, LockKey, LossReason, OwnerId, WakeSignal};
+use dlock_core::{
+    Error, FenceToken, Holder, InvalidInput, LockKey, LossReason, OwnerId, WakeSignal,
+};
 use redis::{
     Client, ProtocolVersion, Value,
     aio::{ConnectionManager, ConnectionManagerConfig},
@@ -180,6 +182,22 @@ impl RedisNode {
             -1 => NodeExtend::NotHeld(LossReason::Taken),
             _ => NodeExtend::NotHeld(LossReason::Gone),
         })
+    }
+
+    /// Who holds `key`, read in one script: it takes, queues and issues nothing.
+    pub async fn inspect(&self, key: &LockKey) -> Result<Option<Holder>, Error> {
+        let layout = self.layout();
+        let found: Option<(String, i64, String)> = scripts::INSPECT
+            .key(layout.lock(key))
+            .key(layout.fence(key))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(|e| from_redis(Some(key.as_str()), e))?;
+        Ok(found.map(|(owner, pttl, fence)| {
+            // PTTL -1: a key without expiry (not one of ours); -2 cannot happen here.
+            let left = u64::try_from(pttl).ok().map(Duration::from_millis);
+            Holder::new(owner, fence.parse().ok().map(FenceToken), left)
+        }))
     }
 
     /// Deletes `owner`'s hold on `key` and announces the release; `false` if

@@ -107,6 +107,20 @@ return 0
     )
 });
 
+/// KEYS: lock, fence counter. Returns nil if free, else {owner, ms left, counter}:
+/// the counter is the holder's token, since nobody acquired after it.
+pub(crate) static INSPECT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  return false
+end
+return {holder, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[2]) or ''}
+"#,
+    )
+});
+
 /// KEYS: lock. ARGV: owner, release channel. Returns 1 if released, 0 if not held by owner.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use dlock_core::{
-    Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceToken,
+    Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceToken, Holder,
     InvalidInput, Lock, LockKey, LossReason, OwnerId, WakeSignal, bounded,
     reliability::CircuitBreaker,
 };
@@ -165,6 +165,7 @@ impl Lock for RedlockLock {
             expiry_scope: ExpiryScope::PerLease,
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),
+            inspect: true,
         }
     }
 
@@ -319,6 +320,62 @@ impl Lock for RedlockLock {
             });
         }
         Ok(Attempt::Busy { wake, retry_after })
+    }
+
+    /// The holder is the owner a quorum of nodes agree on, its time left the least
+    /// of theirs, and its token the counter value a quorum of them share: the
+    /// second round set it on a majority (a node that answered late may hold a
+    /// higher one of its own). No owner with a quorum is free: an acquisition that
+    /// failed, or one still in flight.
+    async fn inspect(&self, key: &LockKey) -> Result<Option<Holder>, Error> {
+        let nodes = &self.inner.nodes;
+        let quorum = self.inner.config.quorum();
+        let limit = self.inner.config.operation_timeout;
+        let mut asks: FuturesUnordered<_> = nodes
+            .iter()
+            .map(|node| async move {
+                let answer = bounded("inspect", limit, node.redis.inspect(key)).await;
+                (node.address.clone(), answer)
+            })
+            .collect();
+        let (mut free, mut failures) = (0, Vec::new());
+        let mut seen: Vec<Holder> = Vec::new();
+        let holder_of = |seen: &[Holder]| -> Option<Holder> {
+            let first = seen
+                .iter()
+                .find(|h| seen.iter().filter(|other| other.id == h.id).count() >= quorum)?;
+            let theirs: Vec<&Holder> = seen.iter().filter(|h| h.id == first.id).collect();
+            let fence = theirs
+                .iter()
+                .filter_map(|h| h.fence)
+                .find(|f| theirs.iter().filter(|h| h.fence == Some(*f)).count() >= quorum);
+            let left = theirs.iter().filter_map(|h| h.expires_in).min();
+            Some(Holder::new(first.id.clone(), fence, left))
+        };
+        while let Some((address, answer)) = asks.next().await {
+            match answer {
+                Ok(None) => free += 1,
+                Ok(Some(holder)) => seen.push(holder),
+                Err(e) => failures.push((address, e)),
+            }
+            match holder_of(&seen) {
+                Some(holder) if holder.fence.is_some() || !self.inner.config.fencing => {
+                    return Ok(Some(holder));
+                }
+                _ if free >= quorum => return Ok(None),
+                _ => {}
+            }
+        }
+        if let Some(holder) = holder_of(&seen) {
+            return Ok(Some(holder));
+        }
+        if failures.len() > nodes.len() - quorum {
+            return Err(Error::QuorumUnavailable {
+                needed: quorum,
+                failures,
+            });
+        }
+        Ok(None)
     }
 
     async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {

@@ -1095,3 +1095,48 @@ pub async fn shutdown_frees_leases_and_ends_waiters(h: &dyn Harness) -> Checked 
     next.release().await.expect("release failed");
     Ok(())
 }
+
+/// `inspect` tells who holds a key without taking it: free, then the holder with
+/// its token and time left (to another client too), then free again; the holder
+/// keeps its lease throughout.
+pub async fn inspect_shows_the_holder_without_taking_it(h: &dyn Harness) -> Checked {
+    let (a, caps) = setup(h).await;
+    if !caps.inspect {
+        return Err(NotApplicable("the backend cannot inspect a key"));
+    }
+    let key = unique_key("inspect");
+    assert_eq!(a.holder(&key).await.expect("inspect a free key"), None);
+    let ttl = long_ttl(&caps);
+    let mut lease = a.acquire(&key, Acquire::ttl(ttl)).await.expect("acquire");
+    let b = h.client().await;
+    for lock in [&a, &b] {
+        let holder = lock
+            .holder(&key)
+            .await
+            .expect("inspect a held key")
+            .expect("a held key was reported free");
+        assert!(!holder.id.is_empty(), "{holder:?}");
+        if caps.fencing {
+            assert_eq!(holder.fence, Some(lease.fence()), "{holder:?}");
+        }
+        let left = holder.expires_in.expect("no time left reported");
+        assert!(left <= ttl && left > ttl / 2, "{left:?} left of {ttl:?}");
+    }
+    // Nothing was taken, queued or disturbed.
+    assert!(
+        b.try_acquire(&key, ttl)
+            .await
+            .expect("backend failed")
+            .is_none(),
+        "inspect freed the key"
+    );
+    lease
+        .extend()
+        .await
+        .expect("the holder could not extend after inspect");
+    lease.release().await.expect("release");
+    assert_eq!(a.holder(&key).await.expect("inspect a released key"), None);
+    let err = a.holder("").await.expect_err("an empty key");
+    assert!(err.is_invalid_input(), "{err:?}");
+    Ok(())
+}
