@@ -5,6 +5,7 @@
 #
 # - rustfmt, clippy (rustup) and cargo-nextest (cargo install);
 # - protoc, for etcd-client's build (apt);
+# - promtool, from Debian's prometheus package, for the alert rules (apt);
 # - a running Docker engine (checked, never installed);
 # - the server images: DLOCK_REDIS_IMAGE / DLOCK_ETCD_IMAGE if set; else the official
 #   images if present or pullable within 10 s; else local images built from Debian's
@@ -32,7 +33,7 @@ apt_install() {
     say "installing $* (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     "${as[@]}" apt-get update -qq >&2 || fail "apt-get update failed: no package index for $*"
-    "${as[@]}" apt-get install -y -qq "$@" >/dev/null 2>&2 || fail "apt-get install $* failed"
+    "${as[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&2 || fail "apt-get install $* failed"
 }
 
 command -v cargo >/dev/null || fail "cargo is missing: install a Rust toolchain with rustup"
@@ -48,6 +49,8 @@ if ! command -v cargo-nextest >/dev/null; then
     cargo install cargo-nextest --locked >&2 || fail "cargo install cargo-nextest failed"
 fi
 command -v protoc >/dev/null || [ -n "${PROTOC:-}" ] || apt_install protobuf-compiler
+# promtool, for checking the alert rules and the metrics the example exports.
+command -v promtool >/dev/null || apt_install prometheus
 command -v docker >/dev/null || fail "docker is missing: the integration tests run real servers in Docker"
 docker info >/dev/null 2>&1 \
     || fail "the Docker engine is not reachable: start it (for example 'systemctl start docker') and check 'docker info'"

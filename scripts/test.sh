@@ -41,3 +41,8 @@ for feature in memory redis redlock etcd; do
     cargo check --quiet -p dlock-rs --no-default-features --features "$feature"
 done
 cargo check --quiet -p dlock-cli --no-default-features --features redis
+
+step "alert rules and exported metrics (promtool)"
+promtool check rules docs/alerts.yml
+(cd docs && promtool test rules alerts.test.yml)
+cargo run --quiet -p dlock-e2e --example prometheus -- --once | promtool check metrics

@@ -205,7 +205,8 @@ async fn shut_down(lock: DynLock, within: Duration) -> crate::ShutdownReport {
     let releases = leases
         .iter()
         .map(|state| bounded("release", timeout, lock.release(state.key(), state.owner())));
-    for outcome in futures::future::join_all(releases).await {
+    for (state, outcome) in leases.iter().zip(futures::future::join_all(releases).await) {
+        crate::metrics::release(state.labels(), crate::metrics::ReleaseOutcome::Shutdown);
         match outcome {
             Ok(true) => report.released += 1,
             Ok(false) => report.not_held += 1,
@@ -328,7 +329,11 @@ fn finish(
         Err(e) if e.is_timeout() => AcquireOutcome::Timeout,
         Err(_) => AcquireOutcome::Error,
     };
-    metrics::acquire_outcome(caps.name, label);
+    let labels = metrics::Labels {
+        backend: caps.name,
+        group: opts.group_value(),
+    };
+    metrics::acquire_outcome(labels, label);
     match outcome? {
         Some(grant) => {
             let lease = Lease::start(lock, caps, key, grant, opts);
@@ -439,6 +444,10 @@ async fn keep_trying(
         Wait::No | Wait::Forever => None,
     };
     let queue = opts.wait_value() != Wait::No;
+    let labels = metrics::Labels {
+        backend,
+        group: opts.group_value(),
+    };
     let mut backoff: Option<DecorrelatedJitter> = None;
     let mut contended = false;
     // Made at the first pause: an acquisition that never waits needs no span.
@@ -450,7 +459,7 @@ async fn keep_trying(
         let pause = match attempt {
             Ok(Attempt::Acquired { fence, valid_from }) => {
                 if contended {
-                    metrics::acquire_wait(backend, BootInstant::now().secs_since(started));
+                    metrics::acquire_wait(labels, BootInstant::now().secs_since(started));
                 }
                 acquisition.armed = false;
                 return Ok(Some(grant(acquisition.owner, fence, valid_from, sent)));
@@ -464,7 +473,7 @@ async fn keep_trying(
                 // Queued backends keep our place, so the acquisition stays armed.
                 if !contended {
                     contended = true;
-                    metrics::contended(backend);
+                    metrics::contended(labels);
                 }
                 let retry_after = retry_after.unwrap_or(Duration::MAX);
                 match wake {

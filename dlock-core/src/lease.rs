@@ -14,14 +14,19 @@ use std::{
 use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::{
-    BootInstant, DynLock, Error, FenceToken, LockKey, LossReason, OwnerId, call::bounded, clock,
-    metrics, options::validate_ttl,
+    BootInstant, DynLock, Error, FenceToken, LockKey, LossReason, OwnerId,
+    call::bounded,
+    clock,
+    metrics::{self, ReleaseOutcome},
+    options::validate_ttl,
 };
 
 /// What a lease, its handles and its keep-alive task share. The fixed facts live
 /// here too, so a `Lease` is a few words to move around.
 pub(crate) struct LeaseState {
     backend: &'static str,
+    /// The metrics group the acquisition named.
+    group: Option<&'static str>,
     key: LockKey,
     owner: OwnerId,
     fence: FenceToken,
@@ -118,6 +123,13 @@ impl LeaseState {
         &self.key
     }
 
+    pub(crate) fn labels(&self) -> metrics::Labels {
+        metrics::Labels {
+            backend: self.backend,
+            group: self.group,
+        }
+    }
+
     pub(crate) fn owner(&self) -> &OwnerId {
         &self.owner
     }
@@ -161,7 +173,7 @@ impl LeaseState {
             .compare_exchange(0, reason_code(reason), Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            metrics::lease_lost(self.backend);
+            metrics::lease_lost(self.labels(), reason);
             if reason == LossReason::ShutDown {
                 tracing::debug!(target: "dlock::lease", backend = self.backend, key = %self.key, fence = self.fence.get(), reason = reason.as_str(), "lease released by shutdown");
             } else {
@@ -272,6 +284,7 @@ impl Lease {
         let track_id = tracker.map_or(0, crate::Tracker::next_id);
         let state = Arc::new(LeaseState {
             backend: caps.name,
+            group: opts.group_value(),
             key,
             owner,
             fence,
@@ -290,6 +303,8 @@ impl Lease {
             track_id,
             changed: Notify::new(),
         });
+        metrics::describe();
+        metrics::held(state.labels(), 1.0);
         if let Some(tracker) = tracker {
             tracker.register(track_id, &state);
             if tracker.is_closed() {
@@ -444,27 +459,31 @@ impl Lease {
         }
         self.stop_keep_alive();
         if self.state.is_shut_down() {
-            // Shutdown released it already.
+            // Shutdown released it already (and counted it).
             self.finish(BootInstant::now());
             return Err(self.state.lost_error());
         }
         let (key, owner) = (&self.state.key, &self.state.owner);
-        let held = match self.lock.release_now(key, owner) {
-            Some(answer) => answer?,
+        let answer = match self.lock.release_now(key, owner) {
+            Some(answer) => answer,
             None => {
                 let timeout = self.lock.operation_timeout();
                 let outcome = bounded("release", timeout, self.lock.release(key, owner)).await;
                 self.observe(&outcome);
-                outcome?
+                outcome
             }
         };
+        let held =
+            answer.inspect_err(|_| metrics::release(self.state.labels(), ReleaseOutcome::Error))?;
         let now = BootInstant::now();
         self.finish(now);
         // Past valid_until the holder could not assume it held the lock, even if the
         // server (whose clock may run slower) still had it.
         if held && now < self.state.valid_until() && !self.state.is_marked_lost() {
+            metrics::release(self.state.labels(), ReleaseOutcome::Released);
             Ok(())
         } else {
+            metrics::release(self.state.labels(), ReleaseOutcome::Lost);
             if now >= self.state.valid_until() {
                 self.state.mark_expired();
             } else {
@@ -479,13 +498,14 @@ impl Lease {
     pub fn leave_to_expire(mut self) {
         self.stop_keep_alive();
         self.released = true;
+        self.end_hold(BootInstant::now());
         self.untrack();
     }
 
     /// Done with the lease: released (or found lost) on the backend.
     fn finish(&mut self, now: BootInstant) {
         self.released = true;
-        self.record_hold(now);
+        self.end_hold(now);
         self.untrack();
     }
 
@@ -513,8 +533,11 @@ impl Lease {
         }
     }
 
-    fn record_hold(&self, now: BootInstant) {
-        metrics::hold(self.state.backend, now.secs_since(self.state.acquired_at));
+    /// The lease is no longer held by this process: counted off the gauge, its
+    /// hold time recorded.
+    fn end_hold(&self, now: BootInstant) {
+        metrics::held(self.state.labels(), -1.0);
+        metrics::hold(self.state.labels(), now.secs_since(self.state.acquired_at));
     }
 }
 
@@ -522,11 +545,12 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.stop_keep_alive();
         if !self.released {
-            self.record_hold(BootInstant::now());
+            self.end_hold(BootInstant::now());
             self.untrack();
             if self.state.is_shut_down() {
                 return;
             }
+            metrics::release(self.state.labels(), ReleaseOutcome::Background);
             // A lease that ran out unnoticed still counts as lost.
             if self.state.is_lost() {
                 self.state.mark_expired();
@@ -708,7 +732,7 @@ async fn keep_alive_task(ka: KeepAlive) {
             }
             Err(error) => {
                 ka.state.failed_extension(&error);
-                metrics::extend_failed(ka.state.backend);
+                metrics::extend_failed(ka.state.labels());
                 // Retry well before validity runs out, but do not spin.
                 let left = ka.state.valid_until().remaining();
                 if failures == 0 {

@@ -32,6 +32,7 @@ pub struct Acquire {
     ttl: Duration,
     wait: Wait,
     keep_alive: KeepAlive,
+    group: Option<&'static str>,
 }
 
 /// Keep-alive as chosen: left to the call's default, off, or on at a fraction.
@@ -53,7 +54,21 @@ impl Acquire {
             ttl,
             wait: Wait::Forever,
             keep_alive: KeepAlive::Unset,
+            group: None,
         }
+    }
+
+    /// Labels this acquisition's metrics (and its lease's) with `group`, for
+    /// example `"payments"`: a name you choose from a small, fixed set, so metrics
+    /// can be split by purpose. Never the key: keys are unbounded.
+    pub fn group(mut self, group: &'static str) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// The metrics group, if one was named.
+    pub fn group_value(&self) -> Option<&'static str> {
+        self.group
     }
 
     /// Wait at most `limit` for a held lock.

@@ -58,12 +58,28 @@ struct LeaderState {
     /// Until when the lease surely lives: the last refresh's send time plus the TTL,
     /// less drift, on the lease clock (which counts suspended time).
     valid_until: std::sync::Mutex<BootInstant>,
+    /// The election's name, and whether this process leads it: for the metrics.
+    name: String,
+    leading: AtomicBool,
 }
 
 impl LeaderState {
     fn mark_lost(&self) {
         self.lost.store(true, Ordering::Release);
         self.changed.notify_waiters();
+        self.step_down();
+    }
+
+    fn lead(&self) {
+        if !self.leading.swap(true, Ordering::AcqRel) {
+            dlock_core::metrics::election_role(&self.name, true);
+        }
+    }
+
+    fn step_down(&self) {
+        if self.leading.swap(false, Ordering::AcqRel) {
+            dlock_core::metrics::election_role(&self.name, false);
+        }
     }
 
     fn valid_until(&self) -> BootInstant {
@@ -137,6 +153,8 @@ impl EtcdElection {
             valid_until: std::sync::Mutex::new(
                 sent.saturating_add(ttl).saturating_sub(caps.drift(ttl)),
             ),
+            name: self.name.clone(),
+            leading: AtomicBool::new(false),
         });
         // Kept alive while campaigning too: the wait for leadership can outlast the TTL.
         let mut campaigning = Campaigning {
@@ -164,6 +182,7 @@ impl EtcdElection {
             .take_leader()
             .ok_or_else(|| Error::backend("etcd elected no leader key"))?;
         *state.key.lock().unwrap_or_else(|p| p.into_inner()) = Some(leader.key().to_vec());
+        state.lead();
         let keep_alive = campaigning
             .keep_alive
             .take()
@@ -297,6 +316,7 @@ impl Leadership {
 impl Drop for Leadership {
     fn drop(&mut self) {
         self.keep_alive.abort();
+        self.state.step_down();
         if !self.resigned
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
