@@ -100,7 +100,7 @@ pub(crate) struct Labels {
 /// with a group, or another backend name, the general path. (Names are literals
 /// here, as the macros need; the constants above document them.)
 macro_rules! emit {
-    ($kind:ident, $name:literal, $labels:expr $(, $k:literal => $v:expr)*; $op:ident($($arg:expr)?)) => {{
+    ($kind:ident, $name:literal, $labels:expr $(, $k:literal => $v:literal)*; $op:ident($($arg:expr)?)) => {{
         let labels: Labels = $labels;
         match (labels.group, labels.backend) {
             (None, "memory") => metrics::$kind!($name, "backend" => "memory" $(, $k => $v)*).$op($($arg)?),
@@ -122,14 +122,25 @@ pub(crate) enum AcquireOutcome {
     Error,
 }
 
+// Label values are literals in every arm below, so the common path builds its
+// metric key at compile time: a value computed at run time costs an allocation
+// per call, which on the in-process backend is a third of an acquisition.
+
 pub(crate) fn acquire_outcome(labels: Labels, outcome: AcquireOutcome) {
-    let outcome = match outcome {
-        AcquireOutcome::Acquired => "acquired",
-        AcquireOutcome::Busy => "busy",
-        AcquireOutcome::Timeout => "timeout",
-        AcquireOutcome::Error => "error",
-    };
-    emit!(counter, "dlock_acquire_total", labels, "outcome" => outcome; increment(1));
+    match outcome {
+        AcquireOutcome::Acquired => {
+            emit!(counter, "dlock_acquire_total", labels, "outcome" => "acquired"; increment(1))
+        }
+        AcquireOutcome::Busy => {
+            emit!(counter, "dlock_acquire_total", labels, "outcome" => "busy"; increment(1))
+        }
+        AcquireOutcome::Timeout => {
+            emit!(counter, "dlock_acquire_total", labels, "outcome" => "timeout"; increment(1))
+        }
+        AcquireOutcome::Error => {
+            emit!(counter, "dlock_acquire_total", labels, "outcome" => "error"; increment(1))
+        }
+    }
 }
 
 pub(crate) fn contended(labels: Labels) {
@@ -160,18 +171,42 @@ pub(crate) enum ReleaseOutcome {
 }
 
 pub(crate) fn release(labels: Labels, outcome: ReleaseOutcome) {
-    let outcome = match outcome {
-        ReleaseOutcome::Released => "released",
-        ReleaseOutcome::Lost => "lost",
-        ReleaseOutcome::Error => "error",
-        ReleaseOutcome::Background => "background",
-        ReleaseOutcome::Shutdown => "shutdown",
-    };
-    emit!(counter, "dlock_release_total", labels, "outcome" => outcome; increment(1));
+    match outcome {
+        ReleaseOutcome::Released => {
+            emit!(counter, "dlock_release_total", labels, "outcome" => "released"; increment(1))
+        }
+        ReleaseOutcome::Lost => {
+            emit!(counter, "dlock_release_total", labels, "outcome" => "lost"; increment(1))
+        }
+        ReleaseOutcome::Error => {
+            emit!(counter, "dlock_release_total", labels, "outcome" => "error"; increment(1))
+        }
+        ReleaseOutcome::Background => {
+            emit!(counter, "dlock_release_total", labels, "outcome" => "background"; increment(1))
+        }
+        ReleaseOutcome::Shutdown => {
+            emit!(counter, "dlock_release_total", labels, "outcome" => "shutdown"; increment(1))
+        }
+    }
 }
 
 pub(crate) fn lease_lost(labels: Labels, reason: crate::LossReason) {
-    emit!(counter, "dlock_lease_lost_total", labels, "reason" => reason.as_str(); increment(1));
+    use crate::LossReason::*;
+    match reason {
+        Expired => {
+            emit!(counter, "dlock_lease_lost_total", labels, "reason" => "expired"; increment(1))
+        }
+        Taken => {
+            emit!(counter, "dlock_lease_lost_total", labels, "reason" => "taken"; increment(1))
+        }
+        Gone => emit!(counter, "dlock_lease_lost_total", labels, "reason" => "gone"; increment(1)),
+        Unreachable => {
+            emit!(counter, "dlock_lease_lost_total", labels, "reason" => "unreachable"; increment(1))
+        }
+        ShutDown => {
+            emit!(counter, "dlock_lease_lost_total", labels, "reason" => "shut_down"; increment(1))
+        }
+    }
 }
 
 pub(crate) fn extend_failed(labels: Labels) {

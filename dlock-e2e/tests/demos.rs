@@ -9,6 +9,69 @@ mod payment_race;
 #[path = "../../examples/fencing.rs"]
 mod fencing;
 
+#[allow(dead_code)]
+#[path = "../../examples/keep_alive.rs"]
+mod keep_alive;
+
+#[allow(dead_code)]
+#[path = "../../examples/swap_backend.rs"]
+mod swap_backend;
+
+async fn keep_alive_on(url: &str) {
+    let lock = dlock::connect(url).await.expect("connect");
+    let key = format!("dlock-demo-keep-alive:{}", dlock::OwnerId::random());
+    let (long, failing, lost) = keep_alive::run(lock, &key).await.expect("run failed");
+    assert_eq!(long, Ok(12), "{url}");
+    assert_eq!(failing, Err(keep_alive::StepFailed(3)), "{url}");
+    assert!(
+        matches!(
+            lost,
+            dlock::Error::LeaseLost {
+                reason: dlock::LossReason::Expired,
+                ..
+            }
+        ),
+        "{url}: {lost:?}"
+    );
+}
+
+async fn swap_backend_on(url: &str) {
+    let (lock, gate) = swap_backend::open(url).await.expect("connect");
+    let charges = swap_backend::run(lock, gate, 10).await.expect("run failed");
+    assert_eq!(charges, vec![1; 10], "{url}: not every order charged once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_on_redis() {
+    keep_alive_on(&dlock_testkit::shared_redis_url().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_on_etcd() {
+    keep_alive_on(&dlock_testkit::shared_etcd_url().await).await;
+}
+
+async fn redlock_url() -> String {
+    let hosts: Vec<String> = dlock_testkit::shared_redis_nodes(3)
+        .await
+        .iter()
+        .map(|url| url.trim_start_matches("redis://").to_owned())
+        .collect();
+    format!("redlock://{}", hosts.join(","))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_backend_on_every_backend() {
+    for url in [
+        "memory://swap-backend-test".to_owned(),
+        dlock_testkit::shared_redis_url().await,
+        dlock_testkit::shared_etcd_url().await,
+        redlock_url().await,
+    ] {
+        swap_backend_on(&url).await;
+    }
+}
+
 async fn payment_race_on(url: &str) {
     let (locks, gate) = dlock::connect_with_gate(url).await.expect("connect");
     let locked = payment_race::with_lock(locks.clone())
