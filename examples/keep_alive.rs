@@ -12,7 +12,7 @@ use dlock::{Acquire, DynLock, Error, LockExt, LossReason};
 
 /// What the work itself can fail with; `with_lock` hands it back untouched.
 #[derive(Debug, PartialEq)]
-pub struct StepFailed(pub u32);
+pub(crate) struct StepFailed(pub(crate) u32);
 
 /// A job of `steps` steps of `step` each, failing at `fail_at` if given.
 async fn job(steps: u32, step: Duration, fail_at: Option<u32>) -> Result<u32, StepFailed> {
@@ -28,7 +28,7 @@ async fn job(steps: u32, step: Duration, fail_at: Option<u32>) -> Result<u32, St
 /// The three outcomes: a job three TTLs long that completes under keep-alive, one
 /// whose step fails (its error comes back, the lock is released), and one without
 /// keep-alive whose lease runs out mid-way (cancelled: `LeaseLost`, expired).
-pub async fn run(
+pub(crate) async fn run(
     lock: DynLock,
     key: &str,
 ) -> Result<(Result<u32, StepFailed>, Result<u32, StepFailed>, Error), Error> {

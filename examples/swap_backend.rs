@@ -17,7 +17,7 @@ use std::{sync::Arc, time::Duration};
 use dlock::{Acquire, DynFenceGate, DynLock, FenceGateExt, LockExt};
 
 /// The application: charge `order` once. `Ok(true)` if this call charged it.
-pub async fn charge_once(
+pub(crate) async fn charge_once(
     lock: &DynLock,
     gate: &DynFenceGate,
     order: &str,
@@ -46,7 +46,7 @@ pub async fn charge_once(
 
 /// Four workers charge `orders` orders concurrently; returns how many charges
 /// each order got (1 each, on every backend).
-pub async fn run(
+pub(crate) async fn run(
     lock: DynLock,
     gate: DynFenceGate,
     orders: usize,
@@ -77,7 +77,7 @@ pub async fn run(
 
 /// The lock and gate for `url`. Redlock keeps no resource data of its own: its
 /// tokens go to your store's fence column; here an in-process gate stands in.
-pub async fn open(url: &str) -> Result<(DynLock, DynFenceGate), dlock::Error> {
+pub(crate) async fn open(url: &str) -> Result<(DynLock, DynFenceGate), dlock::Error> {
     let (lock, gate) = dlock::connect_with_gate(url).await?;
     if lock.capabilities().name == "redlock" {
         return Ok((lock, Arc::new(dlock::MemoryFenceGate::new())));
