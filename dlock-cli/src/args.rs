@@ -77,6 +77,11 @@ pub(crate) struct RunArgs {
     /// The exit code when the lock is busy or the wait runs out.
     #[arg(short = 'E', long = "conflict-exit-code", default_value_t = crate::exit::CONFLICT_DEFAULT, value_name = "CODE")]
     pub(crate) conflict_exit_code: u8,
+    /// Write dlock's metrics to this file at exit, in Prometheus text format, for
+    /// node_exporter's textfile collector (a short run is never scraped). Written
+    /// to a temporary file first and renamed, so the collector never reads half.
+    #[arg(long = "metrics-textfile", value_name = "PATH")]
+    pub(crate) metrics_textfile: Option<std::path::PathBuf>,
     /// Run this string with `sh -c` instead of a command.
     #[arg(short = 'c', value_name = "SHELL_STRING", conflicts_with = "command")]
     pub(crate) shell: Option<String>,

@@ -36,6 +36,38 @@ struct Plan {
 
 /// Runs `dlock run` and returns its exit code.
 pub(crate) async fn run(args: RunArgs) -> u8 {
+    let textfile = args.metrics_textfile.clone();
+    let metrics = match &textfile {
+        Some(_) => match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => {
+                dlock::metrics::describe();
+                Some(handle)
+            }
+            Err(e) => {
+                eprintln!("dlock: cannot record metrics: {e}");
+                return exit::SOFTWARE;
+            }
+        },
+        None => None,
+    };
+    let code = run_planned(args).await;
+    if let (Some(path), Some(handle)) = (textfile, metrics)
+        && let Err(e) = write_textfile(&path, &handle.render())
+    {
+        eprintln!("dlock: cannot write the metrics to {}: {e}", path.display());
+    }
+    code
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory.
+fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path)
+}
+
+async fn run_planned(args: RunArgs) -> u8 {
     match plan(args) {
         Ok(plan) => match execute(plan).await {
             Ok(code) => code,

@@ -449,3 +449,25 @@ async fn killing_dlock_kills_the_command() {
     }
     let _ = std::fs::remove_file(pids);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_go_to_a_textfile_at_exit() {
+    let url = shared_redis_url().await;
+    let key = new_key();
+    let textfile = scratch("metrics.prom");
+    let path = textfile.to_string_lossy().into_owned();
+    let out =
+        output(dlock(&url).args(["run", "--metrics-textfile", &path, &key, "--", "true"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&textfile).expect("the textfile");
+    for line in [
+        "# TYPE dlock_acquire_total counter",
+        "dlock_acquire_total{backend=\"redis\",outcome=\"acquired\"} 1",
+        "dlock_release_total{backend=\"redis\",outcome=\"released\"} 1",
+        "dlock_held{backend=\"redis\"} 0",
+    ] {
+        assert!(text.contains(line), "no `{line}` in:\n{text}");
+    }
+    assert!(!text.contains(&key), "the key leaked into the metrics");
+    let _ = std::fs::remove_file(textfile);
+}
