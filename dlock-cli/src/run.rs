@@ -107,10 +107,18 @@ fn plan(args: RunArgs) -> Result<Plan, Stop> {
             "--grace must be at least 100ms, to stop the command before the lease expires".into(),
         ));
     }
-    if renew + args.grace >= args.ttl {
+    // A renewal must land before validity falls to the grace: validity is the TTL
+    // less the drift allowance (1 % + 2 ms), and a tenth of the TTL is left for the
+    // renewal's round trip.
+    let room = args
+        .ttl
+        .saturating_sub(args.ttl / 100 + Duration::from_millis(2))
+        .saturating_sub(args.ttl / 10);
+    if renew + args.grace >= room {
         return Err(usage(format!(
-            "--renew-every {renew:?} plus --grace {:?} must be less than --ttl {:?}, or the \
-             command would be stopped before a renewal could keep the lease",
+            "--renew-every {renew:?} plus --grace {:?} must be less than {room:?} (--ttl {:?} \
+             less drift and a tenth for the renewal's round trip), or the command would be \
+             stopped before a renewal could keep the lease",
             args.grace, args.ttl
         )));
     }
@@ -326,7 +334,13 @@ async fn hold(
         let valid_until = lease.valid_until();
         let at_risk = valid_until.saturating_sub(plan.grace);
         tokio::select! {
-            status = child.wait() => break status,
+            status = child.wait() => {
+                // The supervisor ends with the command; whatever the command left
+                // running in its group (a job sent to the background, a daemon)
+                // must not outlive the lease either.
+                signal_group(Signal::KILL);
+                break status;
+            }
             () = &mut lost, if lost_at.is_none() => {
                 let reason = lease.lost_reason().map_or("lost".to_owned(), |r| r.to_string());
                 kill_at = Some(stop_command(&plan.key, &reason, valid_until, plan.grace, &signal_group));
@@ -340,8 +354,8 @@ async fn hold(
                 }
             }
             () = tokio::time::sleep(kill_at.map_or(Duration::MAX, BootInstant::remaining)), if kill_at.is_some() => {
-                eprintln!("dlock: the command did not stop: SIGKILL to its process group");
                 signal_group(Signal::KILL);
+                eprintln!("dlock: the command did not stop: SIGKILL to its process group");
                 kill_at = None;
             }
             signal = signals.next() => signal_group(signal),
@@ -393,7 +407,8 @@ fn stop_command(
     let kill_at = BootInstant::now()
         .saturating_add(grace / 2)
         .min(valid_until.saturating_sub(grace / 2));
-    eprintln!("dlock: the lease on `{key}` is at risk or lost ({reason}): SIGTERM to the command");
+    // The signal first: writing to a stalled stderr must not delay it.
     signal_group(Signal::TERM);
+    eprintln!("dlock: the lease on `{key}` is at risk or lost ({reason}): SIGTERM to the command");
     kill_at
 }

@@ -95,7 +95,24 @@ async fn bad_input_is_one_line_and_exit_64() {
         ),
         (
             &["run", "--ttl", "6s", "--grace", "5s", "k", "--", "true"],
-            "must be less than --ttl",
+            "must be less than",
+        ),
+        // Fits the TTL, but not with the drift and a round trip: every run would
+        // be stopped before its first renewal.
+        (
+            &[
+                "run",
+                "--ttl",
+                "10s",
+                "--renew-every",
+                "5s",
+                "--grace",
+                "4.9s",
+                "k",
+                "--",
+                "true",
+            ],
+            "must be less than",
         ),
         (
             &["run", "--url", "memory://", "k", "--", "true"],
@@ -470,4 +487,25 @@ async fn metrics_go_to_a_textfile_at_exit() {
     }
     assert!(!text.contains(&key), "the key leaked into the metrics");
     let _ = std::fs::remove_file(textfile);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_command_leaves_running_dies_with_it() {
+    let url = shared_redis_url().await;
+    let key = new_key();
+    let pids = scratch("leftover");
+    // The shell exits at once, leaving a background job in the group.
+    let script = format!("sleep 60 & echo $! > {p}", p = pids.display());
+    let out = output(dlock(&url).args(["run", &key, "-c", &script])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let leftover = wait_for_file(&pids).await;
+    let started = Instant::now();
+    while !is_dead(&leftover) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a background job outlived the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_file(pids);
 }

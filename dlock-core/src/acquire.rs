@@ -258,15 +258,14 @@ fn start(
     let caps = lock.capabilities();
     let key = key?;
     opts.validate(&caps)?;
-    let pending = match lock.tracker() {
-        Some(tracker) if tracker.is_closed() => {
-            return Err(Error::ShutDown {
-                key: key.to_string(),
-            });
-        }
-        Some(tracker) => Some(tracker.pending()),
-        None => None,
-    };
+    // Counted before the check, so a shutdown that starts in between waits for
+    // this acquisition (and sees it end with `ShutDown`, or release its grant).
+    let pending = lock.tracker().map(crate::Tracker::pending);
+    if lock.tracker().is_some_and(crate::Tracker::is_closed) {
+        return Err(Error::ShutDown {
+            key: key.to_string(),
+        });
+    }
     if opts.keep_alive_value().is_some() && tokio::runtime::Handle::try_current().is_err() {
         return Err(crate::InvalidInput::Option {
             name: "keep_alive",

@@ -369,7 +369,13 @@ impl Lock for RedlockLock {
         if let Some(holder) = holder_of(&seen) {
             return Ok(Some(holder));
         }
-        if failures.len() > nodes.len() - quorum {
+        // Free only if no owner could have a quorum with the nodes that did not answer.
+        let most_votes = seen
+            .iter()
+            .map(|h| seen.iter().filter(|other| other.id == h.id).count())
+            .max()
+            .unwrap_or(0);
+        if most_votes + failures.len() >= quorum || failures.len() > nodes.len() - quorum {
             return Err(Error::QuorumUnavailable {
                 needed: quorum,
                 failures,
