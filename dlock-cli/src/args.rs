@@ -91,3 +91,17 @@ pub(crate) struct RunArgs {
     #[arg(last = true, value_name = "COMMAND")]
     pub(crate) command: Vec<OsString>,
 }
+
+/// The backend URL from `--url` or `DLOCK_URL`, refusing `memory://`, which means
+/// nothing across processes.
+pub(crate) fn shared_backend(url: Option<String>) -> Result<String, String> {
+    let url = url.ok_or("no backend: pass --url URL or set DLOCK_URL")?;
+    if url.trim_start().starts_with("memory:") {
+        return Err(
+            "memory:// locks only within one process; dlock needs a shared backend \
+                    (redis://, redlock://, etcd://)"
+                .into(),
+        );
+    }
+    Ok(url)
+}

@@ -15,6 +15,16 @@ pub(crate) const USAGE: u8 = 64;
 /// Something else failed inside dlock (sysexits' EX_SOFTWARE).
 pub(crate) const SOFTWARE: u8 = 70;
 
+/// The exit code that reports `status`: its code, or 128+N if signal N ended it.
+pub(crate) fn of_status(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(u8::MAX),
+        (None, Some(signal)) => signalled(signal),
+        (None, None) => SOFTWARE,
+    }
+}
+
 /// 128 + N, as a shell reports a process killed by signal N.
 pub(crate) fn signalled(signal: i32) -> u8 {
     u8::try_from(128 + signal).unwrap_or(255)

@@ -1,6 +1,6 @@
 //! `dlock run`: take the lock, run the command while the lease holds, release.
 
-use std::{ffi::OsString, io::IsTerminal, os::unix::process::ExitStatusExt, time::Duration};
+use std::{ffi::OsString, io::IsTerminal, time::Duration};
 
 use dlock::{Acquire, BootInstant, DynLock, Error, Lease, LockExt};
 use rustix::process::{Pid, Signal};
@@ -85,16 +85,7 @@ async fn run_planned(args: RunArgs) -> u8 {
 
 fn plan(args: RunArgs) -> Result<Plan, Stop> {
     let usage = |m: String| stop(exit::USAGE, m);
-    let url = args
-        .url
-        .ok_or_else(|| usage("no backend: pass --url URL or set DLOCK_URL".into()))?;
-    if url.trim_start().starts_with("memory:") {
-        return Err(usage(
-            "memory:// locks only within one process; dlock run needs a shared backend \
-             (redis://, redlock://, etcd://)"
-                .into(),
-        ));
-    }
+    let url = crate::args::shared_backend(args.url).map_err(usage)?;
     if args.ttl.is_zero() {
         return Err(usage("--ttl must be more than 0".into()));
     }
@@ -362,11 +353,7 @@ async fn hold(
         }
     };
     let code = match status {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => u8::try_from(code).unwrap_or(u8::MAX),
-            (None, Some(signal)) => exit::signalled(signal),
-            (None, None) => exit::SOFTWARE,
-        },
+        Ok(status) => exit::of_status(status),
         Err(e) => {
             return Err(stop(
                 exit::SOFTWARE,

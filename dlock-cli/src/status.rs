@@ -8,14 +8,13 @@ use crate::{args::StatusArgs, exit};
 const FREE: u8 = 1;
 
 pub(crate) async fn status(args: StatusArgs) -> u8 {
-    let Some(url) = args.url else {
-        eprintln!("dlock: no backend: pass --url URL or set DLOCK_URL");
-        return exit::USAGE;
+    let url = match crate::args::shared_backend(args.url) {
+        Ok(url) => url,
+        Err(message) => {
+            eprintln!("dlock: {message}");
+            return exit::USAGE;
+        }
     };
-    if url.trim_start().starts_with("memory:") {
-        eprintln!("dlock: memory:// locks only within one process; use a shared backend");
-        return exit::USAGE;
-    }
     let failed = |e: Error| {
         eprintln!("dlock: {e}");
         if e.is_invalid_input() || matches!(e, Error::Unsupported { .. }) {

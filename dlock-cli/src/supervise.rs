@@ -3,7 +3,7 @@
 //! signal when `dlock run` dies, even by SIGKILL, and then kills the whole group:
 //! the command never outlives the process that holds its lease.
 
-use std::{ffi::OsString, io::ErrorKind, os::unix::process::ExitStatusExt};
+use std::{ffi::OsString, io::ErrorKind};
 
 use rustix::process::{self, Pid, Signal};
 use tokio::signal::unix::{SignalKind, signal};
@@ -67,11 +67,7 @@ async fn watch(command: Vec<OsString>) -> u8 {
         tokio::select! {
             status = child.wait() => {
                 return match status {
-                    Ok(status) => match (status.code(), status.signal()) {
-                        (Some(code), _) => u8::try_from(code).unwrap_or(u8::MAX),
-                        (None, Some(signal)) => exit::signalled(signal),
-                        (None, None) => exit::SOFTWARE,
-                    },
+                    Ok(status) => exit::of_status(status),
                     Err(e) => {
                         eprintln!("dlock: waiting for the command: {e}");
                         exit::SOFTWARE

@@ -63,6 +63,43 @@ fn is_dead(pid: &str) -> bool {
     }
 }
 
+/// Waits for a `dlock` child to exit and returns what it printed.
+async fn exited(child: tokio::process::Child) -> Output {
+    tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .expect("dlock did not exit")
+        .expect("wait")
+}
+
+/// Waits until `pid` is gone; fails with `what` after `limit`.
+async fn wait_dead(pid: &str, limit: Duration, what: &str) {
+    let started = Instant::now();
+    while !is_dead(pid) {
+        assert!(started.elapsed() < limit, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `dlock run` of `script` under a 6 s lease renewed every second, 2 s of grace.
+fn short_lease_run(url: &str, key: &str, script: &str) -> tokio::process::Child {
+    dlock(url)
+        .args([
+            "run",
+            "--ttl",
+            "6s",
+            "--renew-every",
+            "1s",
+            "--grace",
+            "2s",
+            key,
+            "-c",
+            script,
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
 async fn wait_for_file(path: &PathBuf) -> String {
     let started = Instant::now();
     loop {
@@ -277,10 +314,7 @@ async fn signals_reach_the_command_and_interrupt_a_wait() {
         .expect("spawn");
     wait_for_file(&ready).await;
     signal(running.id(), rustix::process::Signal::TERM);
-    let out = tokio::time::timeout(PATIENCE, running.wait_with_output())
-        .await
-        .expect("dlock did not exit")
-        .expect("wait");
+    let out = exited(running).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "got-term");
 
@@ -299,10 +333,7 @@ async fn signals_reach_the_command_and_interrupt_a_wait() {
         .expect("spawn");
     tokio::time::sleep(Duration::from_secs(1)).await;
     signal(waiting.id(), rustix::process::Signal::INT);
-    let out = tokio::time::timeout(PATIENCE, waiting.wait_with_output())
-        .await
-        .expect("dlock did not exit")
-        .expect("wait");
+    let out = exited(waiting).await;
     assert_eq!(out.status.code(), Some(128 + 2), "{}", stderr(&out));
     held.release().await.expect("release");
     let next = etcd
@@ -348,30 +379,12 @@ async fn a_deleted_key_stops_the_whole_group() {
         "trap '' TERM; sleep 60 & echo $! > {p}; while true; do sleep 1; done",
         p = pids.display()
     );
-    let running = dlock(&url)
-        .args([
-            "run",
-            "--ttl",
-            "6s",
-            "--renew-every",
-            "1s",
-            "--grace",
-            "2s",
-            &key,
-            "-c",
-            &script,
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let running = short_lease_run(&url, &key, &script);
     let grandchild = wait_for_file(&pids).await;
     let lock = RedisLock::connect(&url).await.expect("connect");
     assert!(lock.force_release(&key).await.expect("delete"));
     let deleted = Instant::now();
-    let out = tokio::time::timeout(PATIENCE, running.wait_with_output())
-        .await
-        .expect("dlock did not exit")
-        .expect("wait");
+    let out = exited(running).await;
     let took = deleted.elapsed();
     assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
     assert!(
@@ -395,40 +408,15 @@ async fn a_frozen_backend_stops_the_group_before_the_lease_expires() {
     let pids = scratch("frozen");
     let script = format!("sleep 60 & echo $! > {p}; wait", p = pids.display());
     let ttl = Duration::from_secs(6);
-    let running = dlock(&url)
-        .args([
-            "run",
-            "--ttl",
-            "6s",
-            "--renew-every",
-            "1s",
-            "--grace",
-            "2s",
-            &key,
-            "-c",
-            &script,
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let running = short_lease_run(&url, &key, &script);
     let grandchild = wait_for_file(&pids).await;
     // No renewal can succeed from here on: the lease is valid until at most one
     // TTL after now.
     server.pause().await;
     let paused = Instant::now();
-    let started = Instant::now();
-    while !is_dead(&grandchild) {
-        assert!(
-            started.elapsed() < PATIENCE,
-            "the command was never stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dead(&grandchild, PATIENCE, "the command was never stopped").await;
     let stopped_after = paused.elapsed();
-    let out = tokio::time::timeout(PATIENCE, running.wait_with_output())
-        .await
-        .expect("dlock did not exit")
-        .expect("wait");
+    let out = exited(running).await;
     server.unpause().await;
     assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
     // At most one TTL, less the grace, before SIGTERM: dead before the lease ends.
@@ -456,14 +444,12 @@ async fn killing_dlock_kills_the_command() {
     let grandchild = wait_for_file(&pids).await;
     running.start_kill().expect("SIGKILL dlock");
     let _ = running.wait().await;
-    let started = Instant::now();
-    while !is_dead(&grandchild) {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the command outlived a SIGKILLed dlock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dead(
+        &grandchild,
+        Duration::from_secs(5),
+        "the command outlived a SIGKILLed dlock",
+    )
+    .await;
     let _ = std::fs::remove_file(pids);
 }
 
@@ -499,13 +485,11 @@ async fn what_the_command_leaves_running_dies_with_it() {
     let out = output(dlock(&url).args(["run", &key, "-c", &script])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let leftover = wait_for_file(&pids).await;
-    let started = Instant::now();
-    while !is_dead(&leftover) {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "a background job outlived the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dead(
+        &leftover,
+        Duration::from_secs(5),
+        "a background job outlived the lock",
+    )
+    .await;
     let _ = std::fs::remove_file(pids);
 }
