@@ -150,9 +150,7 @@ pub trait LockExt {
             let key = key?;
             let timeout = lock.operation_timeout();
             let answer = bounded("inspect", timeout, lock.inspect(&key)).await;
-            if let Some(tracker) = lock.tracker() {
-                tracker.observe(lock.capabilities().name, &answer);
-            }
+            crate::tracker::observe(lock.as_ref(), &answer);
             answer
         }
     }
@@ -393,17 +391,10 @@ async fn acquire_slowly(
         Some(answer) => answer,
         None => send_attempt(&acquisition.lock, acquisition.request(&opts, sent)).await,
     };
-    observe(&acquisition.lock, caps.name, &first);
+    crate::tracker::observe(acquisition.lock.as_ref(), &first);
     let outcome = keep_trying(&mut acquisition, caps.name, &opts, first, sent).await;
     let (lock, key) = (Arc::clone(&acquisition.lock), acquisition.key.clone());
     finish(lock, &caps, key, &opts, outcome)
-}
-
-/// Notes an attempt's outcome for the backend-health log.
-fn observe(lock: &DynLock, backend: &'static str, attempt: &Result<Attempt, Error>) {
-    if let Some(tracker) = lock.tracker() {
-        tracker.observe(backend, attempt);
-    }
 }
 
 /// One attempt: answered at once by a backend that needs no I/O, otherwise awaited
@@ -535,7 +526,7 @@ async fn keep_trying(
         sent = BootInstant::now();
         acquisition.armed = true;
         attempt = send_attempt(&acquisition.lock, acquisition.request(opts, sent)).await;
-        observe(&acquisition.lock, backend, &attempt);
+        crate::tracker::observe(acquisition.lock.as_ref(), &attempt);
     }
 }
 

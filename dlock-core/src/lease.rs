@@ -431,7 +431,7 @@ impl Lease {
             self.lock.extend(&self.state.key, &self.state.owner, ttl),
         )
         .await;
-        self.observe(&outcome);
+        crate::tracker::observe(self.lock.as_ref(), &outcome);
         match outcome {
             Ok(()) => {
                 self.state
@@ -469,7 +469,7 @@ impl Lease {
             None => {
                 let timeout = self.lock.operation_timeout();
                 let outcome = bounded("release", timeout, self.lock.release(key, owner)).await;
-                self.observe(&outcome);
+                crate::tracker::observe(self.lock.as_ref(), &outcome);
                 outcome
             }
         };
@@ -512,12 +512,6 @@ impl Lease {
     fn untrack(&self) {
         if let Some(tracker) = self.lock.tracker() {
             tracker.unregister(self.state.track_id);
-        }
-    }
-
-    fn observe<T>(&self, outcome: &Result<T, Error>) {
-        if let Some(tracker) = self.lock.tracker() {
-            tracker.observe(self.state.backend, outcome);
         }
     }
 
@@ -710,9 +704,7 @@ async fn keep_alive_task(ka: KeepAlive) {
         )
         .await;
         drop(turn);
-        if let Some(tracker) = ka.lock.tracker() {
-            tracker.observe(ka.state.backend, &outcome);
-        }
+        crate::tracker::observe(ka.lock.as_ref(), &outcome);
         match outcome {
             Ok(()) => {
                 let valid_until = sent

@@ -202,9 +202,7 @@ pub fn spawn_release<L: Lock + ?Sized>(lock: Arc<L>, key: LockKey, owner: OwnerI
         handle.spawn(async move {
             let timeout = lock.operation_timeout();
             let result = crate::bounded("release", timeout, lock.release(&key, &owner)).await;
-            if let Some(tracker) = lock.tracker() {
-                tracker.observe(lock.capabilities().name, &result);
-            }
+            crate::tracker::observe(lock.as_ref(), &result);
             if let Err(error) = result {
                 tracing::debug!(target: "dlock::lease", %key, %error, "background release failed; the TTL will free the key");
             }

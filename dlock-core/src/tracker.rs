@@ -176,6 +176,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Notes how a call to `lock`'s backend ended, where the lock keeps a tracker.
+pub(crate) fn observe<L: crate::Lock + ?Sized, T>(lock: &L, result: &Result<T, Error>) {
+    if let Some(tracker) = lock.tracker() {
+        tracker.observe(lock.capabilities().name, result);
+    }
+}
+
 /// The errors that mean "the backend did not answer", as opposed to an answer.
 fn is_outage(error: &Error) -> bool {
     match error {

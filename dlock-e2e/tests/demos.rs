@@ -51,22 +51,13 @@ async fn keep_alive_on_etcd() {
     keep_alive_on(&dlock_testkit::shared_etcd_url().await).await;
 }
 
-async fn redlock_url() -> String {
-    let hosts: Vec<String> = dlock_testkit::shared_redis_nodes(3)
-        .await
-        .iter()
-        .map(|url| url.trim_start_matches("redis://").to_owned())
-        .collect();
-    format!("redlock://{}", hosts.join(","))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swap_backend_on_every_backend() {
     for url in [
         "memory://swap-backend-test".to_owned(),
         dlock_testkit::shared_redis_url().await,
         dlock_testkit::shared_etcd_url().await,
-        redlock_url().await,
+        dlock_testkit::shared_redlock_url(3).await,
     ] {
         swap_backend_on(&url).await;
     }

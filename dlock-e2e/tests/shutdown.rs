@@ -7,7 +7,7 @@
 use std::{process::Stdio, time::Duration};
 
 use dlock::{Acquire, LockExt, OwnerId};
-use dlock_testkit::{shared_etcd_url, shared_redis_nodes, shared_redis_url};
+use dlock_testkit::{shared_etcd_url, shared_redis_url, shared_redlock_url};
 use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
     process::{Child, ChildStdout, Command},
@@ -169,15 +169,6 @@ async fn sigint_while_waiting_leaves_no_place(url: &str) {
     lease.release().await.expect("release");
 }
 
-async fn redlock_url() -> String {
-    let hosts: Vec<String> = shared_redis_nodes(3)
-        .await
-        .iter()
-        .map(|url| url.trim_start_matches("redis://").to_owned())
-        .collect();
-    format!("redlock://{}", hosts.join(","))
-}
-
 macro_rules! on_every_backend {
     ($($backend:ident => $url:expr;)*) => {$(
         mod $backend {
@@ -204,5 +195,5 @@ macro_rules! on_every_backend {
 on_every_backend! {
     redis => shared_redis_url().await;
     etcd => shared_etcd_url().await;
-    redlock => redlock_url().await;
+    redlock => shared_redlock_url(3).await;
 }

@@ -340,10 +340,10 @@ impl Lock for RedlockLock {
             .collect();
         let (mut free, mut failures) = (0, Vec::new());
         let mut seen: Vec<Holder> = Vec::new();
+        // How many nodes name `id` as the holder.
+        let votes = |seen: &[Holder], id: &str| seen.iter().filter(|h| h.id == id).count();
         let holder_of = |seen: &[Holder]| -> Option<Holder> {
-            let first = seen
-                .iter()
-                .find(|h| seen.iter().filter(|other| other.id == h.id).count() >= quorum)?;
+            let first = seen.iter().find(|h| votes(seen, &h.id) >= quorum)?;
             let theirs: Vec<&Holder> = seen.iter().filter(|h| h.id == first.id).collect();
             let fence = theirs
                 .iter()
@@ -370,11 +370,7 @@ impl Lock for RedlockLock {
             return Ok(Some(holder));
         }
         // Free only if no owner could have a quorum with the nodes that did not answer.
-        let most_votes = seen
-            .iter()
-            .map(|h| seen.iter().filter(|other| other.id == h.id).count())
-            .max()
-            .unwrap_or(0);
+        let most_votes = seen.iter().map(|h| votes(&seen, &h.id)).max().unwrap_or(0);
         if most_votes + failures.len() >= quorum || failures.len() > nodes.len() - quorum {
             return Err(Error::QuorumUnavailable {
                 needed: quorum,

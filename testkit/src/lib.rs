@@ -23,4 +23,7 @@ pub use cluster::{ELECTION_TIMEOUT_MS, EtcdCluster, HEARTBEAT_MS};
 pub use container::{LABEL, Server, free_port};
 pub use etcd::{etcd_image, shared_etcd_url, start_etcd, start_etcd_tls};
 pub use proxy::{Link, Proxy};
-pub use redis::{RedisOptions, redis_image, shared_redis_nodes, shared_redis_url, start_redis};
+pub use redis::{
+    RedisOptions, redis_image, shared_redis_nodes, shared_redis_url, shared_redlock_url,
+    start_redis,
+};

@@ -70,6 +70,16 @@ pub async fn shared_redis_nodes(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// `redlock://host:port,...` over the first `n` of [`shared_redis_nodes`].
+pub async fn shared_redlock_url(n: usize) -> String {
+    let hosts: Vec<String> = shared_redis_nodes(n)
+        .await
+        .iter()
+        .map(|url| url.trim_start_matches("redis://").to_owned())
+        .collect();
+    format!("redlock://{}", hosts.join(","))
+}
+
 /// How to start a dedicated Redis.
 #[derive(Default, Clone)]
 pub struct RedisOptions {
