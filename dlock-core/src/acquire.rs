@@ -155,6 +155,11 @@ pub trait LockExt {
         }
     }
 
+    /// The leader election `name` on this lock's backend; see [`Election`](crate::Election).
+    fn election(&self, name: &str) -> Result<crate::Election, Error> {
+        crate::Election::new(self.to_dyn(), name)
+    }
+
     /// Frees what this lock holds, for a process about to exit: new acquisitions
     /// are refused ([`Error::ShutDown`]), waiting ones end with that error and give
     /// up their places, every lease still held is marked lost

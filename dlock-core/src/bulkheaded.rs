@@ -97,6 +97,14 @@ impl<L: Lock> Lock for Bulkheaded<L> {
         self.inner.inspect(key).await
     }
 
+    async fn publish(&self, key: &LockKey, owner: &OwnerId, value: &[u8]) -> Result<(), Error> {
+        self.inner.publish(key, owner, value).await
+    }
+
+    fn native_election(&self, name: &str) -> Option<Result<Arc<dyn crate::NativeElection>, Error>> {
+        self.inner.native_election(name)
+    }
+
     fn tracker(&self) -> Option<&crate::Tracker> {
         self.inner.tracker()
     }

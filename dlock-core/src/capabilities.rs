@@ -49,6 +49,9 @@ pub struct Capabilities {
     pub drift_fixed: Duration,
     /// [`Lock::inspect`](crate::Lock::inspect) tells who holds a key without taking it.
     pub inspect: bool,
+    /// [`Lock::publish`](crate::Lock::publish) stores a value only the holder can
+    /// write, which `inspect` returns: what an election built on the lock needs.
+    pub publish: bool,
 }
 
 impl Capabilities {
@@ -104,6 +107,7 @@ impl Default for Capabilities {
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),
             inspect: false,
+            publish: false,
         }
     }
 }

@@ -602,6 +602,25 @@ impl LeaseHandle {
     pub fn lost_reason(&self) -> Option<LossReason> {
         self.state.lost_reason()
     }
+
+    /// Resolves when the lease is lost, or when no more than `margin` of its
+    /// validity is left: an election's renew deadline, which steps a leader down
+    /// before another candidate can take the key.
+    pub(crate) async fn lost_or_within(self, margin: Duration) {
+        loop {
+            let notified = self.state.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let until = self.state.valid_until().saturating_sub(margin);
+            if self.state.is_marked_lost() || until.has_passed() {
+                return;
+            }
+            tokio::select! {
+                () = notified => {}
+                () = clock::sleep_until(until) => {}
+            }
+        }
+    }
 }
 
 impl From<&Lease> for LeaseHandle {

@@ -7,6 +7,7 @@ mod bulkheaded;
 mod call;
 mod capabilities;
 pub mod clock;
+mod election;
 mod error;
 mod fence;
 mod key;
@@ -29,6 +30,10 @@ pub use bulkheaded::Bulkheaded;
 pub use call::bounded;
 pub use capabilities::{Capabilities, ExpiryScope};
 pub use clock::BootInstant;
+pub use election::{
+    Campaign, DEFAULT_OBSERVE_EVERY, ELECTION_KEY_PREFIX, Election, Leader, LeaderChanges,
+    Leadership, NativeElection, NativeLeadership,
+};
 pub use error::{BoxError, Error, InvalidInput, LossReason};
 pub use fence::{
     Admission, DynFenceGate, FenceGate, FenceGateExt, FenceSource, FenceToken, FencedRead,

@@ -8,7 +8,10 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
-use crate::{BootInstant, Capabilities, Error, FenceToken, LockKey, OwnerId, Tracker};
+use crate::{
+    BootInstant, Capabilities, Error, FenceToken, LockKey, OwnerId, Tracker,
+    election::NativeElection,
+};
 
 /// One acquisition attempt, as the machinery sends it to a backend.
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +43,9 @@ pub struct Holder {
     /// How long the server still holds the key unless it is extended, where the
     /// backend can tell.
     pub expires_in: Option<Duration>,
+    /// The value the holder published ([`Lock::publish`]), if it published one
+    /// since it took the key: an election's leader value.
+    pub value: Option<Vec<u8>>,
 }
 
 impl Holder {
@@ -53,7 +59,14 @@ impl Holder {
             id: id.into(),
             fence,
             expires_in,
+            value: None,
         }
+    }
+
+    /// The same holder, with the value it published.
+    pub fn with_value(mut self, value: Option<Vec<u8>>) -> Self {
+        self.value = value;
+        self
     }
 }
 
@@ -164,6 +177,29 @@ pub trait Lock: Send + Sync + 'static {
             backend: self.capabilities().name,
             operation: "inspect",
         })
+    }
+
+    /// Stores `value` as what `owner`, the holder of `key`, publishes on it: an
+    /// election's leader value. [`inspect`](Self::inspect) returns it (in
+    /// [`Holder::value`]) while `owner` holds the key, and never once another owner
+    /// does. [`Error::LeaseLost`] if `owner` does not hold `key`. Optional: a backend
+    /// that offers it says [`Capabilities::publish`]; the default is
+    /// [`Error::Unsupported`].
+    async fn publish(&self, key: &LockKey, owner: &OwnerId, value: &[u8]) -> Result<(), Error> {
+        let _ = (key, owner, value);
+        Err(Error::Unsupported {
+            backend: self.capabilities().name,
+            operation: "publish",
+        })
+    }
+
+    /// The backend's own leader election for `name`, where it has one that is
+    /// better than an election built on the lock (etcd's, whose campaign writes the
+    /// value in the same step). `None`, the default: [`Election`](crate::Election)
+    /// builds one from `attempt`, `extend`, `publish` and `inspect`.
+    fn native_election(&self, name: &str) -> Option<Result<Arc<dyn NativeElection>, Error>> {
+        let _ = name;
+        None
     }
 
     /// A fresh owner id for one acquisition. Networked backends keep the default

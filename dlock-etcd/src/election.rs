@@ -1,5 +1,9 @@
 //! Leader election on etcd's election API: one leader per name at a time, with
-//! the leader's value readable and observable by everyone.
+//! the leader's value readable and observable by everyone. It is what
+//! [`dlock_core::Election`] uses on etcd (through [`Lock::native_election`]), and
+//! can be used on its own.
+//!
+//! [`Lock::native_election`]: dlock_core::Lock::native_election
 
 use std::{
     future::Future,
@@ -10,8 +14,13 @@ use std::{
     time::Duration,
 };
 
-use dlock_core::{BootInstant, Error, FenceToken, LockKey, clock, validate_ttl};
+use async_trait::async_trait;
+use dlock_core::{
+    BootInstant, Campaign, Error, FenceToken, Leader, LockKey, NativeElection, NativeLeadership,
+    clock,
+};
 use etcd_client::{LeaderKey, ProclaimOptions, ResignOptions};
+use futures::{future::BoxFuture, stream::BoxStream};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::{EtcdLock, errors::from_etcd};
@@ -24,7 +33,8 @@ use crate::{EtcdLock, errors::from_etcd};
 /// use dlock_etcd::EtcdElection;
 ///
 /// let election = EtcdElection::new(&locks, "scheduler")?;
-/// let leadership = election.campaign("host-a", Duration::from_secs(10)).await?; // waits
+/// let options = dlock_core::Campaign::ttl(Duration::from_secs(15));
+/// let leadership = election.campaign("host-a", options).await?; // waits
 /// tokio::select! {
 ///     () = leadership.lost() => eprintln!("no longer the leader"),
 ///     () = tokio::time::sleep(Duration::from_secs(60)) => {}
@@ -58,6 +68,9 @@ struct LeaderState {
     /// Until when the lease surely lives: the last refresh's send time plus the TTL,
     /// less drift, on the lease clock (which counts suspended time).
     valid_until: std::sync::Mutex<BootInstant>,
+    /// How long before `valid_until` the leader steps down (the TTL beyond the
+    /// renew deadline).
+    margin: Duration,
     /// The election's name, and whether this process leads it: for the metrics.
     name: String,
     leading: AtomicBool,
@@ -90,8 +103,13 @@ impl LeaderState {
         *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = valid_until;
     }
 
+    /// When the leader steps down unless refreshed.
+    fn step_down_at(&self) -> BootInstant {
+        self.valid_until().saturating_sub(self.margin)
+    }
+
     fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire) || self.valid_until().has_passed()
+        self.lost.load(Ordering::Acquire) || self.step_down_at().has_passed()
     }
 }
 
@@ -129,15 +147,17 @@ impl EtcdElection {
     }
 
     /// Waits until this candidate leads, then returns its leadership, which lives on
-    /// a lease of `ttl` (whole seconds, at least 2 s) kept alive in the background.
-    /// Candidates are elected in the order they campaigned.
+    /// a lease of the options' TTL (whole seconds, at least 2 s), refreshed every
+    /// retry period in the background; the leader steps down once the renew deadline
+    /// passes without a refresh. Candidates are elected in the order they campaigned.
     pub async fn campaign(
         &self,
         value: impl Into<Vec<u8>>,
-        ttl: Duration,
+        options: Campaign,
     ) -> Result<Leadership, Error> {
         let caps = dlock_core::Lock::capabilities(&self.lock);
-        validate_ttl(ttl, &caps)?;
+        options.validate(&caps)?;
+        let ttl = options.ttl_value();
         let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         let sent = BootInstant::now();
         let lease = self
@@ -153,6 +173,7 @@ impl EtcdElection {
             valid_until: std::sync::Mutex::new(
                 sent.saturating_add(ttl).saturating_sub(caps.drift(ttl)),
             ),
+            margin: options.step_down_margin(),
             name: self.name.clone(),
             leading: AtomicBool::new(false),
         });
@@ -163,7 +184,7 @@ impl EtcdElection {
             keep_alive: Some(tokio::spawn(keep_alive(
                 self.lock.clone(),
                 lease,
-                ttl,
+                options,
                 caps.drift(ttl),
                 Arc::clone(&state),
             ))),
@@ -196,15 +217,15 @@ impl EtcdElection {
         })
     }
 
-    /// The current leader's value, if there is a leader.
-    pub async fn leader(&self) -> Result<Option<Vec<u8>>, Error> {
+    /// The current leader, if there is one.
+    pub async fn leader(&self) -> Result<Option<Leader>, Error> {
         let name = self.name.clone();
         let answer = self
             .lock
             .endpoints()
             .call(|mut c| async move {
                 match c.leader(name).await {
-                    Ok(answer) => Ok(answer.kv().map(|kv| kv.value().to_vec())),
+                    Ok(answer) => Ok(answer.kv().map(leader_of)),
                     // etcd answers "no leader" with an error.
                     Err(e) if e.to_string().contains("no leader") => Ok(None),
                     Err(e) => Err(from_etcd(e)),
@@ -235,8 +256,8 @@ pub struct LeaderChanges {
 }
 
 impl LeaderChanges {
-    /// The next leader's value; `None` when the stream ends.
-    pub async fn next(&mut self) -> Option<Result<Vec<u8>, Error>> {
+    /// The next leader; `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<Result<Leader, Error>> {
         let stream = match &mut self.stream {
             Some(stream) => stream,
             None => {
@@ -254,10 +275,10 @@ impl LeaderChanges {
             }
         };
         match stream.message().await {
-            Ok(Some(answer)) => Some(Ok(answer
-                .kv()
-                .map(|kv| kv.value().to_vec())
-                .unwrap_or_default())),
+            Ok(Some(answer)) => match answer.kv() {
+                Some(kv) => Some(Ok(leader_of(kv))),
+                None => Some(Err(Error::backend("etcd observed a leader without a key"))),
+            },
             Ok(None) => None,
             Err(e) => Some(Err(from_etcd(e))),
         }
@@ -278,7 +299,7 @@ impl Leadership {
     }
 
     /// Still the leader, as far as this client knows: not resigned, not lost, and
-    /// within the lease's validity.
+    /// refreshed within the renew deadline.
     pub fn is_leader(&self) -> bool {
         !self.resigned && !self.state.is_lost()
     }
@@ -347,29 +368,30 @@ async fn wait_lost(state: Arc<LeaderState>) {
         }
         tokio::select! {
             () = notified => {}
-            () = clock::sleep_until(state.valid_until()) => {}
+            () = clock::sleep_until(state.step_down_at()) => {}
         }
     }
 }
 
-/// Refreshes the lease every third of its TTL; declares the leadership lost when
-/// etcd no longer has the lease or the leader key, or no refresh succeeded before
-/// the validity ran out. Sleeps on the lease clock, so a suspend is noticed.
+/// Refreshes the lease every retry period; declares the leadership lost when etcd
+/// no longer has the lease or the leader key, or no refresh succeeded before the
+/// renew deadline. Sleeps on the lease clock, so a suspend is noticed.
 async fn keep_alive(
     lock: EtcdLock,
     lease: i64,
-    ttl: Duration,
+    options: Campaign,
     drift: Duration,
     state: Arc<LeaderState>,
 ) {
-    let mut next = BootInstant::now().saturating_add(ttl / 3);
+    let (ttl, period) = (options.ttl_value(), options.retry_period_value());
+    let mut next = BootInstant::now().saturating_add(period);
     loop {
-        clock::sleep_until(next.min(state.valid_until())).await;
+        clock::sleep_until(next.min(state.step_down_at())).await;
         if state.is_lost() {
             break;
         }
         let sent = BootInstant::now();
-        let left = state.valid_until().saturating_duration_since(sent);
+        let left = state.step_down_at().saturating_duration_since(sent);
         let key = state.key.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let check = async {
             if !lock.refresh(lease).await? {
@@ -383,7 +405,7 @@ async fn keep_alive(
         match tokio::time::timeout(left, check).await {
             Ok(Ok(true)) => {
                 state.refreshed(sent.saturating_add(ttl).saturating_sub(drift));
-                next = sent.saturating_add(ttl / 3);
+                next = sent.saturating_add(period);
             }
             Ok(Ok(false)) => break,
             Ok(Err(error)) => {
@@ -394,4 +416,66 @@ async fn keep_alive(
         }
     }
     state.mark_lost();
+    // Stepped down: give the lease back, so the next candidate need not wait out
+    // the TTL (if etcd still has it).
+    let _ = lock.revoke(lease).await;
+}
+
+/// A leader as etcd stores it: the value, and the key's creation revision, which
+/// [`Leadership::fence`] reports too.
+fn leader_of(kv: &etcd_client::KeyValue) -> Leader {
+    Leader::new(
+        kv.value().to_vec(),
+        FenceToken(u64::try_from(kv.create_revision()).unwrap_or_default()),
+    )
+}
+
+#[async_trait]
+impl NativeElection for EtcdElection {
+    async fn campaign(
+        &self,
+        value: Vec<u8>,
+        options: Campaign,
+    ) -> Result<Box<dyn NativeLeadership>, Error> {
+        let leadership = EtcdElection::campaign(self, value, options).await?;
+        Ok(Box::new(leadership))
+    }
+
+    async fn leader(&self) -> Result<Option<Leader>, Error> {
+        EtcdElection::leader(self).await
+    }
+
+    fn observe(&self) -> BoxStream<'static, Result<Leader, Error>> {
+        let changes = LeaderChanges {
+            election: self.clone(),
+            stream: None,
+        };
+        Box::pin(futures::stream::unfold(changes, |mut changes| async move {
+            let next = changes.next().await?;
+            Some((next, changes))
+        }))
+    }
+}
+
+#[async_trait]
+impl NativeLeadership for Leadership {
+    fn fence(&self) -> FenceToken {
+        Leadership::fence(self)
+    }
+
+    fn is_leader(&self) -> bool {
+        Leadership::is_leader(self)
+    }
+
+    fn lost(&self) -> BoxFuture<'static, ()> {
+        Box::pin(Leadership::lost(self))
+    }
+
+    async fn proclaim(&self, value: Vec<u8>) -> Result<(), Error> {
+        Leadership::proclaim(self, value).await
+    }
+
+    async fn resign(self: Box<Self>) -> Result<(), Error> {
+        Leadership::resign(*self).await
+    }
 }

@@ -606,6 +606,7 @@ impl Lock for EtcdLock {
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),
             inspect: true,
+            publish: false,
         }
     }
 
@@ -720,6 +721,16 @@ impl Lock for EtcdLock {
 
     /// The holder is the oldest key of the directory (the head of the line); its
     /// token is that key's create revision, its time left its lease's.
+    fn native_election(
+        &self,
+        name: &str,
+    ) -> Option<Result<Arc<dyn dlock_core::NativeElection>, Error>> {
+        Some(
+            crate::EtcdElection::new(self, name)
+                .map(|e| Arc::new(e) as Arc<dyn dlock_core::NativeElection>),
+        )
+    }
+
     async fn inspect(&self, key: &LockKey) -> Result<Option<Holder>, Error> {
         let dir = self.inner.layout.dir(key);
         let oldest = GetOptions::new()

@@ -605,7 +605,7 @@ async fn reserved_names_are_ordinary_lock_keys() {
     }
     let election = dlock_etcd::EtcdElection::new(&lock, "election").expect("election");
     let leader = election
-        .campaign("me", Duration::from_secs(10))
+        .campaign("me", dlock_core::Campaign::ttl(Duration::from_secs(10)))
         .await
         .expect("campaign");
     for name in ["fenced", "gate", "election", "lock", "v2", "v1", "fenced/x"] {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dlock_core::OwnerId;
+use dlock_core::{Campaign, OwnerId};
 use dlock_etcd::{EtcdElection, EtcdLock};
 use dlock_testkit::shared_etcd_url;
 
@@ -29,17 +29,25 @@ async fn candidates_lead_in_turn_and_everyone_sees_who_leads() {
         &election_name,
     )
     .expect("name");
-    let ttl = Duration::from_secs(5);
+    let ttl = Campaign::ttl(Duration::from_secs(5));
 
     assert_eq!(watcher.leader().await.expect("leader"), None);
     let first = a.campaign("a", ttl).await.expect("a campaigns");
     assert!(first.is_leader());
     assert_eq!(
-        watcher.leader().await.expect("leader").as_deref(),
+        watcher
+            .leader()
+            .await
+            .expect("leader")
+            .map(|l| l.value)
+            .as_deref(),
         Some(b"a".as_slice())
     );
     let mut changes = watcher.observe().await.expect("observe");
-    assert_eq!(changes.next().await.expect("a change").expect("ok"), b"a");
+    assert_eq!(
+        changes.next().await.expect("a change").expect("ok").value,
+        b"a"
+    );
 
     // B waits while A leads.
     let second = tokio::spawn(async move { b.campaign("b", ttl).await });
@@ -48,7 +56,7 @@ async fn candidates_lead_in_turn_and_everyone_sees_who_leads() {
 
     first.proclaim("a, again").await.expect("proclaim");
     assert_eq!(
-        changes.next().await.expect("a change").expect("ok"),
+        changes.next().await.expect("a change").expect("ok").value,
         b"a, again"
     );
     let first_fence = first.fence();
@@ -64,9 +72,17 @@ async fn candidates_lead_in_turn_and_everyone_sees_who_leads() {
         second.fence() > first_fence,
         "leaders' tokens must increase"
     );
-    assert_eq!(changes.next().await.expect("a change").expect("ok"), b"b");
     assert_eq!(
-        watcher.leader().await.expect("leader").as_deref(),
+        changes.next().await.expect("a change").expect("ok").value,
+        b"b"
+    );
+    assert_eq!(
+        watcher
+            .leader()
+            .await
+            .expect("leader")
+            .map(|l| l.value)
+            .as_deref(),
         Some(b"b".as_slice())
     );
 }
@@ -77,7 +93,7 @@ async fn a_leader_whose_key_is_deleted_knows_it_lost() {
     let election_name = name("lost");
     let locks = EtcdLock::connect(&url).await.expect("connect");
     let election = EtcdElection::new(&locks, &election_name).expect("name");
-    let ttl = Duration::from_secs(3);
+    let ttl = Campaign::ttl(Duration::from_secs(3));
     let leadership = election.campaign("a", ttl).await.expect("campaign");
 
     // An operator deletes every key of the election (the leader's among them).
@@ -95,7 +111,7 @@ async fn a_leader_whose_key_is_deleted_knows_it_lost() {
         deleted.deleted() > 0,
         "the election keys were not where expected"
     );
-    tokio::time::timeout(ttl * 2, leadership.lost())
+    tokio::time::timeout(ttl.ttl_value() * 2, leadership.lost())
         .await
         .expect("the leader did not notice it lost");
     assert!(!leadership.is_leader());
@@ -112,7 +128,7 @@ async fn bad_election_input_is_refused() {
     );
     let election = EtcdElection::new(&locks, &name("ttl")).expect("name");
     let err = election
-        .campaign("a", Duration::from_secs(1))
+        .campaign("a", Campaign::ttl(Duration::from_secs(1)))
         .await
         .expect_err("1 s TTL");
     assert!(err.is_invalid_input(), "{err}");
@@ -126,7 +142,7 @@ async fn an_abandoned_campaign_leaves_no_ghost_candidate() {
     let a = EtcdElection::new(&connect().await, &election_name).expect("name");
     let b = EtcdElection::new(&connect().await, &election_name).expect("name");
     let c = EtcdElection::new(&connect().await, &election_name).expect("name");
-    let ttl = Duration::from_secs(5);
+    let ttl = Campaign::ttl(Duration::from_secs(5));
     let leader = a.campaign("a", ttl).await.expect("a campaigns");
     // B gives up waiting: its campaign future is dropped while queued.
     let gave_up = tokio::time::timeout(Duration::from_millis(300), b.campaign("b", ttl)).await;
@@ -143,7 +159,11 @@ async fn an_abandoned_campaign_leaves_no_ghost_candidate() {
         .expect("c campaigns");
     assert!(elected.is_leader());
     assert_eq!(
-        a.leader().await.expect("leader").as_deref(),
+        a.leader()
+            .await
+            .expect("leader")
+            .map(|l| l.value)
+            .as_deref(),
         Some(b"c".as_slice())
     );
 }
@@ -165,7 +185,7 @@ async fn a_campaign_and_an_observer_wait_longer_than_the_operation_timeout() {
     let a = EtcdElection::new(&client().await, &election_name).expect("name");
     let b = EtcdElection::new(&client().await, &election_name).expect("name");
     let watcher = EtcdElection::new(&client().await, &election_name).expect("name");
-    let ttl = Duration::from_secs(5);
+    let ttl = Campaign::ttl(Duration::from_secs(5));
 
     // Nobody leads for 3 s: the observer waits for the first leader.
     let mut changes = watcher.observe().await.expect("observe");
@@ -181,7 +201,7 @@ async fn a_campaign_and_an_observer_wait_longer_than_the_operation_timeout() {
         .await
         .expect("the observer did not see the leader")
         .expect("task");
-    assert_eq!(seen.expect("a change").expect("ok"), b"a");
+    assert_eq!(seen.expect("a change").expect("ok").value, b"a");
 
     // B waits 3 s behind A, then leads once A resigns.
     let second = tokio::spawn(async move { b.campaign("b", ttl).await });

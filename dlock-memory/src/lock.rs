@@ -1,6 +1,7 @@
 //! `MemoryLock`: the in-process backend.
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
@@ -11,7 +12,7 @@ use std::{
 use async_trait::async_trait;
 use dlock_core::{
     Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceSource,
-    FenceToken, Holder, Lock, LockKey, OwnerId,
+    FenceToken, Holder, Lock, LockKey, LossReason, OwnerId,
 };
 
 use crate::table::{Outcome, Table};
@@ -39,10 +40,18 @@ pub struct MemoryLock {
     inner: Arc<Inner>,
 }
 
+/// Published values by key, with their publisher.
+type Published = HashMap<LockKey, (OwnerId, Arc<[u8]>)>;
+
 #[derive(Default)]
 struct Inner {
     table: Mutex<Table>,
     owners: AtomicU64,
+    /// What holders published ([`Lock::publish`]), with who published it: apart from
+    /// the table, so a lease's entry stays small. One per election name; a value
+    /// whose publisher no longer holds the key is never returned, and is dropped
+    /// when read.
+    values: Mutex<Published>,
 }
 
 impl MemoryLock {
@@ -92,6 +101,10 @@ impl MemoryLock {
         }
     }
 
+    fn values(&self) -> MutexGuard<'_, Published> {
+        self.inner.values.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn table(&self) -> MutexGuard<'_, Table> {
         // The table stays consistent even if a holder of the mutex panicked: every
         // method finishes its changes before it can panic.
@@ -125,6 +138,7 @@ impl Lock for MemoryLock {
             drift_factor: 0.0,
             drift_fixed: Duration::ZERO,
             inspect: true,
+            publish: true,
         }
     }
 
@@ -147,9 +161,36 @@ impl Lock for MemoryLock {
     }
 
     async fn inspect(&self, key: &LockKey) -> Result<Option<Holder>, Error> {
-        let holder = self.table().holder(key.as_str(), BootInstant::now());
-        Ok(holder
-            .map(|(owner, fence, left)| Holder::new(owner.to_string(), Some(fence), Some(left))))
+        let mut table = self.table();
+        let Some((owner, fence, left)) = table.holder(key.as_str(), BootInstant::now()) else {
+            return Ok(None);
+        };
+        let mut values = self.values();
+        let value = match values.get(key.as_str()) {
+            Some((publisher, value)) if *publisher == owner => Some(value.to_vec()),
+            Some(_) => {
+                values.remove(key.as_str());
+                None
+            }
+            None => None,
+        };
+        Ok(Some(
+            Holder::new(owner.to_string(), Some(fence), Some(left)).with_value(value),
+        ))
+    }
+
+    async fn publish(&self, key: &LockKey, owner: &OwnerId, value: &[u8]) -> Result<(), Error> {
+        // Under the table's lock, so the holder cannot change between check and write.
+        let mut table = self.table();
+        match table.holder(key.as_str(), BootInstant::now()) {
+            Some((holder, _, _)) if holder == *owner => {
+                self.values()
+                    .insert(key.clone(), (*owner, Arc::from(value)));
+                Ok(())
+            }
+            Some(_) => Err(Error::lease_lost(key.as_str(), LossReason::Taken)),
+            None => Err(Error::lease_lost(key.as_str(), LossReason::Gone)),
+        }
     }
 
     fn release_now(&self, key: &LockKey, owner: &OwnerId) -> Option<Result<bool, Error>> {

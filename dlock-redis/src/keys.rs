@@ -1,7 +1,8 @@
 //! The key layout in Redis, versioned so a later layout can coexist.
 //!
 //! `[prefix]dlock:v1:lock:{<key>}` holds the owner id, `...:fence:{<key>}` the fence
-//! counter, `...:gate:{<resource>}` a fence gate's register, and releases are
+//! counter, `...:value:{<key>}` the value its holder published (elections),
+//! `...:gate:{<resource>}` a fence gate's register, and releases are
 //! published on `...:released:{<key>}`. The user key sits in one hash tag, so the
 //! lock and its counter share a Cluster slot; it is escaped (`%` `{` `}`) so that no
 //! key can end the tag early and no two keys collide.
@@ -33,6 +34,10 @@ impl KeyLayout {
 
     pub(crate) fn fence(&self, key: &LockKey) -> String {
         self.tagged("fence", key.as_str())
+    }
+
+    pub(crate) fn value(&self, key: &LockKey) -> String {
+        self.tagged("value", key.as_str())
     }
 
     pub(crate) fn gate(&self, resource: &str) -> String {

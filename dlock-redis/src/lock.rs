@@ -90,6 +90,7 @@ impl Lock for RedisLock {
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),
             inspect: true,
+            publish: true,
         }
     }
 
@@ -150,6 +151,13 @@ impl Lock for RedisLock {
 
     async fn inspect(&self, key: &LockKey) -> Result<Option<Holder>, Error> {
         self.inner.node.inspect(key).await
+    }
+
+    async fn publish(&self, key: &LockKey, owner: &OwnerId, value: &[u8]) -> Result<(), Error> {
+        match self.inner.node.publish(key, owner, value).await? {
+            NodeExtend::Extended => Ok(()),
+            NodeExtend::NotHeld(reason) => Err(Error::lease_lost(key.as_str(), reason)),
+        }
     }
 
     fn operation_timeout(&self) -> Duration {

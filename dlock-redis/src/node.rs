@@ -44,10 +44,10 @@ pub enum NodeGrant {
     Held(Option<Duration>),
 }
 
-/// A node's answer to [`RedisNode::extend`].
+/// A node's answer to [`RedisNode::extend`] and [`RedisNode::publish`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeExtend {
-    /// The TTL was reset.
+    /// The TTL was reset (or the value stored).
     Extended,
     /// The owner no longer holds the key: [`LossReason::Taken`] or [`LossReason::Gone`].
     NotHeld(LossReason),
@@ -184,20 +184,48 @@ impl RedisNode {
         })
     }
 
-    /// Who holds `key`, read in one script: it takes, queues and issues nothing.
+    /// Who holds `key`, read in one script, with the value it published: it takes,
+    /// queues and issues nothing.
     pub async fn inspect(&self, key: &LockKey) -> Result<Option<Holder>, Error> {
         let layout = self.layout();
-        let found: Option<(String, i64, String)> = scripts::INSPECT
+        type Found = (String, i64, String, i64, Vec<u8>);
+        let found: Option<Found> = scripts::INSPECT
             .key(layout.lock(key))
             .key(layout.fence(key))
+            .key(layout.value(key))
             .invoke_async(&mut self.connection())
             .await
             .map_err(|e| from_redis(Some(key.as_str()), e))?;
-        Ok(found.map(|(owner, pttl, fence)| {
+        Ok(found.map(|(owner, pttl, fence, has_value, value)| {
             // PTTL -1: a key without expiry (not one of ours); -2 cannot happen here.
             let left = u64::try_from(pttl).ok().map(Duration::from_millis);
             Holder::new(owner, fence.parse().ok().map(FenceToken), left)
+                .with_value((has_value == 1).then_some(value))
         }))
+    }
+
+    /// Stores `value` as what `owner` publishes on `key`, if it holds the key; see
+    /// [`Lock::publish`](dlock_core::Lock::publish).
+    pub async fn publish(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        value: &[u8],
+    ) -> Result<NodeExtend, Error> {
+        let layout = self.layout();
+        let stored: i64 = scripts::PUBLISH
+            .key(layout.lock(key))
+            .key(layout.value(key))
+            .arg(owner.to_hex())
+            .arg(value)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(|e| from_redis(Some(key.as_str()), e))?;
+        Ok(match stored {
+            1 => NodeExtend::Extended,
+            -1 => NodeExtend::NotHeld(LossReason::Taken),
+            _ => NodeExtend::NotHeld(LossReason::Gone),
+        })
     }
 
     /// Deletes `owner`'s hold on `key` and announces the release; `false` if

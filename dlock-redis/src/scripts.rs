@@ -107,16 +107,53 @@ return 0
     )
 });
 
-/// KEYS: lock, fence counter. Returns nil if free, else {owner, ms left, counter}:
-/// the counter is the holder's token, since nobody acquired after it.
+/// KEYS: lock, fence counter, published value. Returns nil if free, else
+/// {owner, ms left, counter, has value, value}: the counter is the holder's token,
+/// since nobody acquired after it; the value is what this holder published, if it
+/// did. A value left by an earlier holder is deleted here, so none outlives its
+/// holder by more than one read.
 pub(crate) static INSPECT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local holder = redis.call('GET', KEYS[1])
+local published = redis.call('GET', KEYS[3])
+local value = nil
+if published then
+  local mark = (holder or '') .. '\n'
+  if holder and string.sub(published, 1, #mark) == mark then
+    value = string.sub(published, #mark + 1)
+  else
+    redis.call('DEL', KEYS[3])
+  end
+end
 if not holder then
   return false
 end
-return {holder, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[2]) or ''}
+local fence = redis.call('GET', KEYS[2]) or ''
+if value then
+  return {holder, redis.call('PTTL', KEYS[1]), fence, 1, value}
+end
+return {holder, redis.call('PTTL', KEYS[1]), fence, 0, ''}
+"#,
+    )
+});
+
+/// KEYS: lock, published value. ARGV: owner, value. Stores `owner .. "\n" ..
+/// value` if the owner holds the lock: 1 if stored, 0 if the key is gone, -1 if
+/// another owner holds it. The value has no TTL: INSPECT ignores and deletes it once
+/// its owner no longer holds the lock.
+pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[1] .. '\n' .. ARGV[2])
+  return 1
+end
+if holder then
+  return -1
+end
+return 0
 "#,
     )
 });

@@ -1,7 +1,13 @@
 //! `RedlockLock`: the Redlock algorithm over N independent Redis servers, with a
 //! second round that makes fencing tokens.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use dlock_core::{
@@ -44,6 +50,9 @@ struct Inner {
     nodes: Vec<Node>,
     config: RedlockConfig,
     tracker: dlock_core::Tracker,
+    /// Numbers this client's published values, so a reader picks the newest among
+    /// a quorum's nodes (a publish that reached only some of them leaves older ones).
+    published: AtomicU64,
 }
 
 impl RedlockLock {
@@ -85,6 +94,7 @@ impl RedlockLock {
                 nodes,
                 config,
                 tracker: dlock_core::Tracker::new(),
+                published: AtomicU64::new(0),
             }),
         })
     }
@@ -166,6 +176,7 @@ impl Lock for RedlockLock {
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),
             inspect: true,
+            publish: true,
         }
     }
 
@@ -350,7 +361,13 @@ impl Lock for RedlockLock {
                 .filter_map(|h| h.fence)
                 .find(|f| theirs.iter().filter(|h| h.fence == Some(*f)).count() >= quorum);
             let left = theirs.iter().filter_map(|h| h.expires_in).min();
-            Some(Holder::new(first.id.clone(), fence, left))
+            // Any quorum of the holder's nodes shares one with the newest publish's.
+            let value = theirs
+                .iter()
+                .filter_map(|h| h.value.as_deref().and_then(numbered))
+                .max_by_key(|&(n, _)| n)
+                .map(|(_, value)| value.to_vec());
+            Some(Holder::new(first.id.clone(), fence, left).with_value(value))
         };
         while let Some((address, answer)) = asks.next().await {
             match answer {
@@ -456,6 +473,50 @@ impl Lock for RedlockLock {
         })
     }
 
+    /// Stored on a quorum of the nodes where `owner` holds the key, numbered so the
+    /// newest wins on reading.
+    async fn publish(&self, key: &LockKey, owner: &OwnerId, value: &[u8]) -> Result<(), Error> {
+        let nodes = &self.inner.nodes;
+        let quorum = self.inner.config.quorum();
+        let number = self.inner.published.fetch_add(1, Ordering::Relaxed);
+        let mut payload = format!("{number}:").into_bytes();
+        payload.extend_from_slice(value);
+        let limit = self.inner.config.operation_timeout;
+        let payload = &payload;
+        let mut asks: FuturesUnordered<_> = nodes
+            .iter()
+            .map(|node| async move {
+                let answer =
+                    bounded("publish", limit, node.redis.publish(key, owner, payload)).await;
+                (node.address.clone(), answer)
+            })
+            .collect();
+        let (mut stored, mut not_held, mut failures) = (0, 0, Vec::new());
+        let mut why = LossReason::Gone;
+        while let Some((address, answer)) = asks.next().await {
+            match answer {
+                Ok(NodeExtend::Extended) => stored += 1,
+                Ok(NodeExtend::NotHeld(reason)) => {
+                    not_held += 1;
+                    if reason == LossReason::Taken {
+                        why = reason;
+                    }
+                }
+                Err(e) => failures.push((address, e)),
+            }
+            if stored >= quorum {
+                return Ok(());
+            }
+            if not_held > nodes.len() - quorum {
+                return Err(Error::lease_lost(key.as_str(), why));
+            }
+        }
+        Err(Error::QuorumUnavailable {
+            needed: quorum,
+            failures,
+        })
+    }
+
     async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
         let limit = self.inner.config.operation_timeout;
         let quorum = self.inner.config.quorum();
@@ -539,4 +600,11 @@ impl RedlockLock {
         }
         false
     }
+}
+
+/// A published value read back: its number and the value (see `publish`).
+fn numbered(stored: &[u8]) -> Option<(u64, &[u8])> {
+    let colon = stored.iter().position(|&b| b == b':')?;
+    let number = std::str::from_utf8(&stored[..colon]).ok()?.parse().ok()?;
+    Some((number, &stored[colon + 1..]))
 }

@@ -11,6 +11,10 @@ use std::{
 
 use tokio::time::Instant;
 
+pub use super::elections::{
+    election_campaign_deadline_and_bad_options, election_deposed_leader_steps_down,
+    election_hands_over_and_everyone_sees_the_leader,
+};
 use super::{Checked, Harness, NotApplicable};
 use crate::{
     Acquire, BootInstant, Capabilities, DynLock, Error, ExpiryScope, FenceToken, InvalidInput,

@@ -20,6 +20,7 @@ use futures::FutureExt;
 use crate::DynLock;
 
 pub mod cases;
+pub mod elections;
 pub mod gate;
 
 /// What the suite needs from a backend under test.
@@ -128,6 +129,9 @@ macro_rules! for_each_conformance_case {
             fifo_waiters_are_served_in_order,
             shutdown_frees_leases_and_ends_waiters,
             inspect_shows_the_holder_without_taking_it,
+            election_hands_over_and_everyone_sees_the_leader,
+            election_deposed_leader_steps_down,
+            election_campaign_deadline_and_bad_options,
         );
     };
 }
