@@ -197,6 +197,8 @@ pub trait NativeLeadership: Send + Sync + 'static {
     async fn proclaim(&self, value: Vec<u8>) -> Result<(), Error>;
     /// Steps down.
     async fn resign(self: Box<Self>) -> Result<(), Error>;
+    /// Stops renewing, leaving the leadership to expire on the backend.
+    fn leave_to_expire(self: Box<Self>);
 }
 
 /// An election among every client of a backend that campaigns under one name.
@@ -489,6 +491,17 @@ impl Leadership {
         }
     }
 
+    /// Stops renewing without stepping down on the backend, as a leader that
+    /// crashed or froze would: the election stays taken until the TTL runs out, and
+    /// then the next candidate leads. For demos and tests of what a fence token
+    /// guards against; a leader that means to stop should [`resign`](Self::resign).
+    pub fn leave_to_expire(self) {
+        match self.inner {
+            Inner::Built(mut built) => built.leave_to_expire(),
+            Inner::Native(native) => native.leave_to_expire(),
+        }
+    }
+
     /// Steps down and frees the election for the next candidate at once.
     /// [`Error::LeaseLost`] if leadership was lost before.
     pub async fn resign(self) -> Result<(), Error> {
@@ -517,8 +530,8 @@ struct Built {
     lease: LeaseHandle,
     margin: Duration,
     steward: Arc<Steward>,
-    /// Asks the steward to release, and hears the answer. `None` once used.
-    resign: Option<oneshot::Sender<oneshot::Sender<Result<(), Error>>>>,
+    /// Tells the steward how the leadership ends. `None` once used.
+    end: Option<oneshot::Sender<End>>,
 }
 
 struct Steward {
@@ -558,7 +571,7 @@ impl Built {
             name,
         });
         metrics::election_role(&steward.name, true);
-        let (resign, requests) = oneshot::channel();
+        let (end, requests) = oneshot::channel();
         tokio::spawn(steward_task(lease, margin, Arc::clone(&steward), requests));
         Built {
             lock,
@@ -566,7 +579,7 @@ impl Built {
             lease: handle,
             margin,
             steward,
-            resign: Some(resign),
+            end: Some(end),
         }
     }
 
@@ -589,14 +602,28 @@ impl Built {
 
     async fn resign(&mut self) -> Result<(), Error> {
         let (reply, answer) = oneshot::channel();
-        let Some(resign) = self.resign.take() else {
+        let Some(end) = self.end.take() else {
             return Err(self.lost_error());
         };
-        if resign.send(reply).is_err() {
+        if end.send(End::Resign(reply)).is_err() {
             return Err(self.lost_error());
         }
         answer.await.unwrap_or_else(|_| Err(self.lost_error()))
     }
+
+    fn leave_to_expire(&mut self) {
+        if let Some(end) = self.end.take() {
+            let _ = end.send(End::LeaveToExpire);
+        }
+    }
+}
+
+/// How a leadership built on a lease ends, as its steward is told.
+enum End {
+    /// Release, and answer with the outcome.
+    Resign(oneshot::Sender<Result<(), Error>>),
+    /// Stop renewing and leave the key to its TTL, as a crashed leader would.
+    LeaveToExpire,
 }
 
 /// Owns the leadership's lease: releases it when the leader resigns or drops its
@@ -605,15 +632,21 @@ async fn steward_task(
     mut lease: Lease,
     margin: Duration,
     steward: Arc<Steward>,
-    mut requests: oneshot::Receiver<oneshot::Sender<Result<(), Error>>>,
+    mut requests: oneshot::Receiver<End>,
 ) {
     let deadline = lease.handle().lost_or_within(margin);
     tokio::select! {
         request = &mut requests => {
             steward.step_down();
-            let released = lease.release().await;
-            if let Ok(reply) = request {
-                let _ = reply.send(released);
+            match request {
+                Ok(End::LeaveToExpire) => lease.leave_to_expire(),
+                Ok(End::Resign(reply)) => {
+                    let _ = reply.send(lease.release().await);
+                }
+                // The leadership was dropped.
+                Err(_) => {
+                    let _ = lease.release().await;
+                }
             }
         }
         () = deadline => {
@@ -625,7 +658,7 @@ async fn steward_task(
                 tracing::warn!(target: "dlock::election", election = %steward.name, "renew deadline passed without a renewal; stepping down");
             }
             let _ = lease.release().await;
-            if let Ok(reply) = requests.await {
+            if let Ok(End::Resign(reply)) = requests.await {
                 let _ = reply.send(Err(Error::lease_lost(key, reason.unwrap_or(LossReason::Expired))));
             }
         }
@@ -635,7 +668,7 @@ async fn steward_task(
 impl Drop for Built {
     fn drop(&mut self) {
         // The steward sees its request channel close, and releases.
-        self.resign.take();
+        self.end.take();
     }
 }
 

@@ -17,6 +17,42 @@ mod keep_alive;
 #[path = "../../examples/swap_backend.rs"]
 mod swap_backend;
 
+#[allow(dead_code)]
+#[path = "../../examples/leader.rs"]
+mod leader;
+
+/// The leader demo: three candidates in turn, tokens growing, the frozen leader's
+/// late write refused, and the observer seeing every leader.
+async fn leader_on(url: &str) {
+    let (terms, seen) = leader::run(url).await.expect("run failed");
+    leader::check(&terms).unwrap_or_else(|wrong| panic!("{url}: {wrong}"));
+    let expected: Vec<String> = terms
+        .iter()
+        .map(|t| format!("candidate-{}", t.candidate))
+        .collect();
+    assert_eq!(seen, expected, "{url}: the observer missed a leader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_in_process() {
+    leader_on("memory://leader-demo-test").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_on_redis() {
+    leader_on(&dlock_testkit::shared_redis_url().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_on_etcd() {
+    leader_on(&dlock_testkit::shared_etcd_url().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_on_redlock() {
+    leader_on(&dlock_testkit::shared_redlock_url(3).await).await;
+}
+
 async fn keep_alive_on(url: &str) {
     let lock = dlock::connect(url).await.expect("connect");
     let key = format!("dlock-demo-keep-alive:{}", dlock::OwnerId::random());

@@ -321,6 +321,14 @@ impl Leadership {
             .map(drop)
     }
 
+    /// Stops renewing, as a crashed leader would: the next candidate leads once the
+    /// lease's TTL runs out.
+    pub fn leave_to_expire(mut self) {
+        self.keep_alive.abort();
+        self.resigned = true;
+        self.state.mark_lost();
+    }
+
     /// Steps down: the next candidate is elected at once.
     pub async fn resign(mut self) -> Result<(), Error> {
         self.keep_alive.abort();
@@ -477,5 +485,9 @@ impl NativeLeadership for Leadership {
 
     async fn resign(self: Box<Self>) -> Result<(), Error> {
         Leadership::resign(*self).await
+    }
+
+    fn leave_to_expire(self: Box<Self>) {
+        Leadership::leave_to_expire(*self);
     }
 }
