@@ -131,10 +131,13 @@ impl Campaign {
         self.wait
     }
 
-    /// How long before `valid_until` a leader steps down: what the TTL has beyond
-    /// the renew deadline.
-    pub fn step_down_margin(&self) -> Duration {
-        self.ttl.saturating_sub(self.renew_deadline)
+    /// How long before `valid_until` (which already has the backend's drift taken
+    /// off) a leader steps down, so that it does exactly at the renew deadline after
+    /// its last renewal was sent.
+    pub fn step_down_margin(&self, caps: &Capabilities) -> Duration {
+        self.ttl
+            .saturating_sub(caps.drift(self.ttl))
+            .saturating_sub(self.renew_deadline)
     }
 
     /// Checks client-go's rule, ttl > renew deadline > retry period > 0, and the TTL
@@ -191,6 +194,9 @@ pub trait NativeLeadership: Send + Sync + 'static {
     fn fence(&self) -> FenceToken;
     /// Still leading, as far as this client knows.
     fn is_leader(&self) -> bool;
+    /// Until when the backend surely keeps the leadership: the last renewal's send
+    /// time plus the TTL, less drift.
+    fn valid_until(&self) -> crate::BootInstant;
     /// Resolves when this client can no longer assume it leads.
     fn lost(&self) -> BoxFuture<'static, ()>;
     /// Announces a new value.
@@ -242,10 +248,12 @@ impl Election {
         })?;
         let native = lock.native_election(name).transpose()?;
         let caps = lock.capabilities();
-        if native.is_none() && !(caps.inspect && caps.publish) {
+        // Without fencing every leader's token would be 0: nothing downstream could
+        // refuse a deposed leader, and observers could miss a change of leader.
+        if native.is_none() && !(caps.inspect && caps.publish && caps.fencing) {
             return Err(Error::Unsupported {
                 backend: caps.name,
-                operation: "election",
+                operation: "election (it needs inspect, publish and fencing)",
             });
         }
         Ok(Election {
@@ -322,13 +330,15 @@ impl Election {
         let lease = self.lock.acquire(self.key.as_str(), acquire).await?;
         // Readable once published: until then `leader()` reports nobody, so no
         // observer ever sees a leader without its value.
-        publish(&self.lock, &self.key, &lease.handle(), &value).await?;
+        let margin = options.step_down_margin(&self.lock.capabilities());
+        publish(&self.lock, &self.key, &lease.handle(), margin, &value).await?;
+        let margin = options.step_down_margin(&self.lock.capabilities());
         Ok(Built::start(
             Arc::clone(&self.lock),
             self.key.clone(),
             lease,
             Arc::clone(&self.name),
-            options.step_down_margin(),
+            margin,
         ))
     }
 
@@ -354,6 +364,7 @@ impl Election {
             None => LeaderChanges::Polling {
                 election: self.clone(),
                 last: None,
+                failed: false,
             },
         }
     }
@@ -369,25 +380,34 @@ impl fmt::Debug for Election {
     }
 }
 
+/// Publishes `value` as the leader's, within the leadership: a value that lands
+/// after the leader stepped down is reported as lost, not stored.
 async fn publish(
     lock: &DynLock,
     key: &LockKey,
     lease: &LeaseHandle,
+    margin: Duration,
     value: &[u8],
 ) -> Result<(), Error> {
-    if !lease.is_valid() {
-        return Err(Error::lease_lost(
+    let step_down_at = || lease.valid_until().saturating_sub(margin);
+    let lost = || {
+        Error::lease_lost(
             key.as_str(),
             lease.lost_reason().unwrap_or(LossReason::Expired),
-        ));
+        )
+    };
+    if !lease.is_valid() || step_down_at().has_passed() {
+        return Err(lost());
     }
     let owner: OwnerId = lease.owner();
-    let budget = lock
-        .operation_timeout()
-        .min(lease.valid_until().remaining());
+    let budget = lock.operation_timeout().min(step_down_at().remaining());
     let published = bounded("publish", budget, lock.publish(key, &owner, value)).await;
     crate::tracker::observe(lock.as_ref(), &published);
-    published
+    published?;
+    if !lease.is_valid() || step_down_at().has_passed() {
+        return Err(lost());
+    }
+    Ok(())
 }
 
 /// The values of successive leaders; see [`Election::observe`].
@@ -399,6 +419,9 @@ pub enum LeaderChanges {
         election: Election,
         /// The last leader reported.
         last: Option<Leader>,
+        /// The last read failed: pause before the next, so a caller's loop does not
+        /// spin through an outage.
+        failed: bool,
     },
     /// The backend's own stream.
     #[doc(hidden)]
@@ -410,14 +433,24 @@ impl LeaderChanges {
     pub async fn next(&mut self) -> Option<Result<Leader, Error>> {
         match self {
             LeaderChanges::Native(stream) => stream.next().await,
-            LeaderChanges::Polling { election, last } => loop {
+            LeaderChanges::Polling {
+                election,
+                last,
+                failed,
+            } => loop {
+                if std::mem::take(failed) {
+                    tokio::time::sleep(election.observe_every).await;
+                }
                 match election.leader().await {
                     Ok(Some(leader)) if last.as_ref() != Some(&leader) => {
                         *last = Some(leader.clone());
                         return Some(Ok(leader));
                     }
                     Ok(_) => {}
-                    Err(error) => return Some(Err(error)),
+                    Err(error) => {
+                        *failed = true;
+                        return Some(Err(error));
+                    }
                 }
                 tokio::time::sleep(election.observe_every).await;
             },
@@ -463,6 +496,16 @@ impl Leadership {
         }
     }
 
+    /// Until when the backend surely keeps this leadership unless it is renewed: the
+    /// last renewal's send time plus the TTL, less drift. The leader steps down
+    /// earlier, at the renew deadline, so it stops before anyone else can lead.
+    pub fn valid_until(&self) -> crate::BootInstant {
+        match &self.inner {
+            Inner::Built(built) => built.lease.valid_until(),
+            Inner::Native(native) => native.valid_until(),
+        }
+    }
+
     /// Resolves when this client can no longer assume it leads: the renew deadline
     /// passed without a renewal, the key was taken or deleted, or the lock was shut
     /// down. The future owns what it needs, so it can be moved into a task.
@@ -485,7 +528,7 @@ impl Leadership {
                 if !built.is_leader() {
                     return Err(built.lost_error());
                 }
-                publish(&built.lock, &built.key, &built.lease, &value).await
+                publish(&built.lock, &built.key, &built.lease, built.margin, &value).await
             }
             Inner::Native(native) => native.proclaim(value).await,
         }
@@ -634,6 +677,10 @@ async fn steward_task(
     steward: Arc<Steward>,
     mut requests: oneshot::Receiver<End>,
 ) {
+    // Declared after `lease`, so dropped before it: whatever ends this task (a
+    // panic, its runtime shutting down), the leader steps down before the key can
+    // be released.
+    let _step_down = StepDownOnDrop(Arc::clone(&steward));
     let deadline = lease.handle().lost_or_within(margin);
     tokio::select! {
         request = &mut requests => {
@@ -662,6 +709,14 @@ async fn steward_task(
                 let _ = reply.send(Err(Error::lease_lost(key, reason.unwrap_or(LossReason::Expired))));
             }
         }
+    }
+}
+
+struct StepDownOnDrop(Arc<Steward>);
+
+impl Drop for StepDownOnDrop {
+    fn drop(&mut self) {
+        self.0.step_down();
     }
 }
 
@@ -700,6 +755,16 @@ mod tests {
                 .is_err()
         );
         assert!(Campaign::ttl(Duration::ZERO).validate(&caps).is_err());
-        assert_eq!(Campaign::ttl(s(15)).step_down_margin(), s(5));
+        let exact = Capabilities {
+            drift_factor: 0.0,
+            drift_fixed: Duration::ZERO,
+            ..caps
+        };
+        assert_eq!(Campaign::ttl(s(15)).step_down_margin(&exact), s(5));
+        // The drift is already off `valid_until`: the margin does not count it again.
+        assert_eq!(
+            Campaign::ttl(s(15)).step_down_margin(&caps),
+            s(5) - caps.drift(s(15))
+        );
     }
 }

@@ -19,7 +19,7 @@ use dlock_core::{
     BootInstant, Campaign, Error, FenceToken, Leader, LockKey, NativeElection, NativeLeadership,
     clock,
 };
-use etcd_client::{LeaderKey, ProclaimOptions, ResignOptions};
+use etcd_client::{LeaderKey, ProclaimOptions};
 use futures::{future::BoxFuture, stream::BoxStream};
 use tokio::{sync::Notify, task::JoinHandle};
 
@@ -173,7 +173,7 @@ impl EtcdElection {
             valid_until: std::sync::Mutex::new(
                 sent.saturating_add(ttl).saturating_sub(caps.drift(ttl)),
             ),
-            margin: options.step_down_margin(),
+            margin: options.step_down_margin(&caps),
             name: self.name.clone(),
             leading: AtomicBool::new(false),
         });
@@ -280,7 +280,11 @@ impl LeaderChanges {
                 None => Some(Err(Error::backend("etcd observed a leader without a key"))),
             },
             Ok(None) => None,
-            Err(e) => Some(Err(from_etcd(e))),
+            Err(e) => {
+                // Opened again by the next call: one failure ends nothing.
+                self.stream = None;
+                Some(Err(from_etcd(e)))
+            }
         }
     }
 }
@@ -310,15 +314,31 @@ impl Leadership {
         wait_lost(Arc::clone(&self.state))
     }
 
-    /// Announces a new value without another election.
+    /// Announces a new value without another election. [`Error::LeaseLost`] if this
+    /// client no longer leads.
     pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<(), Error> {
+        if !self.is_leader() {
+            return Err(self.lost_error());
+        }
         let options = ProclaimOptions::new().with_leader(self.leader.clone());
         let value = value.into();
-        self.lock
+        let proclaimed = self
+            .lock
             .endpoints()
-            .call(|mut c| async move { c.proclaim(value, Some(options)).await.map_err(from_etcd) })
-            .await
-            .map(drop)
+            .call(|mut c| async move {
+                match c.proclaim(value, Some(options)).await {
+                    Ok(_) => Ok(true),
+                    // etcd's answer when the leader key is gone.
+                    Err(e) if e.to_string().contains("not leader") => Ok(false),
+                    Err(e) => Err(from_etcd(e)),
+                }
+            })
+            .await?;
+        if !proclaimed {
+            self.state.mark_lost();
+            return Err(self.lost_error());
+        }
+        Ok(())
     }
 
     /// Stops renewing, as a crashed leader would: the next candidate leads once the
@@ -329,16 +349,28 @@ impl Leadership {
         self.state.mark_lost();
     }
 
-    /// Steps down: the next candidate is elected at once.
+    /// Steps down: the next candidate is elected at once. [`Error::LeaseLost`] if
+    /// leadership was lost before.
     pub async fn resign(mut self) -> Result<(), Error> {
+        let was_leader = self.is_leader();
         self.keep_alive.abort();
         self.resigned = true;
-        let options = ResignOptions::new().with_leader(self.leader.clone());
-        self.lock
-            .endpoints()
-            .call(|mut c| async move { c.resign(Some(options)).await.map_err(from_etcd) })
-            .await?;
-        self.lock.revoke(self.leader.lease()).await.map(drop)
+        self.state.step_down();
+        // Revoking the lease deletes the leader key too: one request resigns, and
+        // nothing is left behind if it fails halfway.
+        let revoked = self.lock.revoke(self.leader.lease()).await;
+        if !was_leader {
+            return Err(self.lost_error());
+        }
+        match revoked {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.lost_error()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn lost_error(&self) -> Error {
+        Error::lease_lost(self.state.name.as_str(), dlock_core::LossReason::Expired)
     }
 }
 
@@ -473,6 +505,10 @@ impl NativeLeadership for Leadership {
 
     fn is_leader(&self) -> bool {
         Leadership::is_leader(self)
+    }
+
+    fn valid_until(&self) -> BootInstant {
+        self.state.valid_until()
     }
 
     fn lost(&self) -> BoxFuture<'static, ()> {

@@ -115,6 +115,16 @@ async fn a_leader_whose_key_is_deleted_knows_it_lost() {
         .await
         .expect("the leader did not notice it lost");
     assert!(!leadership.is_leader());
+    let err = leadership
+        .proclaim("still here")
+        .await
+        .expect_err("a deposed leader proclaimed");
+    assert!(err.is_lease_lost(), "{err:?}");
+    let err = leadership
+        .resign()
+        .await
+        .expect_err("a deposed leader resigned as if it led");
+    assert!(err.is_lease_lost(), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
