@@ -8,10 +8,10 @@ pub use connect::{connect, connect_with_gate};
 #[doc(inline)]
 pub use dlock_core::{
     Acquire, Admission, Attempt, AttemptRequest, BootInstant, Bulkheaded, Campaign, Capabilities,
-    DynFenceGate, DynLock, Election, Error, ExpiryScope, FenceGate, FenceGateExt, FenceSource,
-    FenceToken, FencedRead, Holder, InvalidInput, Leader, LeaderChanges, Leadership, Lease,
-    LeaseHandle, Lock, LockExt, LockKey, LossReason, MAX_KEY_LEN, OwnerId, ShutdownReport, Wait,
-    metrics, redact_url, reliability,
+    DynFenceGate, DynLock, ELECTION_KEY_PREFIX, Election, Error, ExpiryScope, FenceGate,
+    FenceGateExt, FenceSource, FenceToken, FencedRead, Holder, InvalidInput, Leader, LeaderChanges,
+    Leadership, Lease, LeaseHandle, Lock, LockExt, LockKey, LossReason, MAX_KEY_LEN, OwnerId,
+    ShutdownReport, Wait, metrics, redact_url, reliability,
 };
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]

@@ -31,6 +31,17 @@ pub(crate) enum Command {
     /// Reads without taking the lock (it burns no token). Exits 0 if held, 1 if
     /// free, 69 if the backend is unreachable, 64 on usage errors.
     Status(StatusArgs),
+    /// Run the command only while this process leads the election NAME.
+    ///
+    /// Campaigns (waiting in line where the backend is FIFO), runs the command once
+    /// elected, and resigns when it ends, so the next candidate leads at once. The
+    /// command gets DLOCK_ELECTION and DLOCK_FENCE (the leadership's token). It is
+    /// stopped as under `dlock run` once leadership is at risk: at the renew
+    /// deadline without a renewal, or when deposed; SIGKILL follows before the
+    /// leadership could pass to another candidate. Exit codes as for `dlock run`.
+    /// With --observe, prints the leader's value and token, one line per change,
+    /// until interrupted.
+    Elect(ElectArgs),
     /// The supervisor `dlock run` starts in front of the command.
     #[command(name = "__supervise", hide = true)]
     Supervise {
@@ -90,6 +101,58 @@ pub(crate) struct RunArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub(crate) command: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ElectArgs {
+    /// The backend, as for `dlock run`.
+    #[arg(long, env = "DLOCK_URL", hide_env_values = true)]
+    pub(crate) url: Option<String>,
+    /// Print each leader as it changes (value, a tab, its token) instead of
+    /// campaigning.
+    #[arg(long, conflicts_with_all = ["value", "command", "shell", "no_wait", "wait"])]
+    pub(crate) observe: bool,
+    /// The value this candidate campaigns with, which observers see (default:
+    /// HOSTNAME:PID).
+    #[arg(long)]
+    pub(crate) value: Option<String>,
+    /// Fail at once if another candidate leads.
+    #[arg(short = 'n', long = "no-wait", conflicts_with = "wait")]
+    pub(crate) no_wait: bool,
+    /// Wait at most this long to be elected (0 means --no-wait). Default: for ever.
+    #[arg(short = 'w', long = "wait", value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) wait: Option<Duration>,
+    /// How long the backend keeps a leadership unless renewed (client-go's lease
+    /// duration).
+    #[arg(long, default_value = "15s", value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) ttl: Duration,
+    /// Step down, and stop the command, once this long has passed since the last
+    /// renewal was sent. Less than --ttl.
+    #[arg(long = "renew-deadline", default_value = "10s", value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) renew_deadline: Duration,
+    /// Renew the leadership this often. Less than --renew-deadline.
+    #[arg(long = "retry-period", default_value = "2s", value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) retry_period: Duration,
+    /// The exit code when another candidate leads and the wait runs out.
+    #[arg(short = 'E', long = "conflict-exit-code", default_value_t = crate::exit::CONFLICT_DEFAULT, value_name = "CODE")]
+    pub(crate) conflict_exit_code: u8,
+    /// Run this string with `sh -c` instead of a command.
+    #[arg(short = 'c', value_name = "SHELL_STRING", conflicts_with = "command")]
+    pub(crate) shell: Option<String>,
+    /// The election's name.
+    pub(crate) name: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<OsString>,
+}
+
+/// The command from `-- COMMAND...` or `-c STRING`; `None` if neither.
+pub(crate) fn command_line(shell: Option<String>, command: Vec<OsString>) -> Option<Vec<OsString>> {
+    match (shell, command.is_empty()) {
+        (Some(shell), true) => Some(vec!["/bin/sh".into(), "-c".into(), shell.into()]),
+        (None, false) => Some(command),
+        _ => None,
+    }
 }
 
 /// The backend URL from `--url` or `DLOCK_URL`, refusing `memory://`, which means

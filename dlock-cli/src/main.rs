@@ -3,15 +3,21 @@
 //! ```text
 //! dlock run [--url URL] [-n | -w 10s] [--ttl 30s] KEY -- COMMAND [ARGS...]
 //! dlock run [--url URL] KEY -c 'shell string'
+//! dlock status [--url URL] [--json] KEY
+//! dlock elect [--url URL] [--value V] NAME -- COMMAND [ARGS...]
+//! dlock elect [--url URL] --observe NAME
 //! ```
 //!
-//! See `dlock run --help` and `docs/cli.md` for the flags, the environment and the
+//! See `dlock help`, `dlock run --help`, `dlock elect --help` and `docs/cli.md` for the flags, the environment and the
 //! exit codes.
 #![forbid(unsafe_code)]
 
 mod args;
 mod duration;
+mod elect;
 mod exit;
+mod hold;
+mod progress;
 mod run;
 mod status;
 mod supervise;
@@ -39,6 +45,7 @@ fn main() -> ExitCode {
         // spawned it, and this one lives until dlock exits.
         Command::Run(args) => on_one_thread(run::run(args)),
         Command::Status(args) => on_one_thread(status::status(args)),
+        Command::Elect(args) => on_one_thread(elect::elect(args)),
     };
     ExitCode::from(code)
 }

@@ -2,83 +2,14 @@
 //! the environment, signals, nested locks, and the lease-lost path (the whole
 //! process group stopped before the lease expires).
 
-use std::{
-    path::PathBuf,
-    process::{Output, Stdio},
-    time::Duration,
-};
+mod common;
 
-use dlock::{LockExt, OwnerId, RedisLock};
+use std::{process::Stdio, time::Duration};
+
+use common::*;
+use dlock::{LockExt, RedisLock};
 use dlock_testkit::{RedisOptions, shared_etcd_url, shared_redis_url, start_redis};
 use tokio::{process::Command, time::Instant};
-
-const DLOCK: &str = env!("CARGO_BIN_EXE_dlock");
-/// A limit for any one `dlock run` in these tests.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn dlock(url: &str) -> Command {
-    let mut command = Command::new(DLOCK);
-    command
-        .env("DLOCK_URL", url)
-        .env_remove("DLOCK_KEY")
-        .env_remove("DLOCK_FENCE")
-        .env_remove("DLOCK_BACKEND")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    command
-}
-
-async fn output(command: &mut Command) -> Output {
-    tokio::time::timeout(PATIENCE, command.output())
-        .await
-        .expect("dlock did not finish")
-        .expect("run dlock")
-}
-
-fn new_key() -> String {
-    format!("dlock-cli:{}", OwnerId::random())
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A scratch file for one test.
-fn scratch(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("dlock-cli-{name}-{}", OwnerId::random()))
-}
-
-/// Whether the process is gone (a zombie nobody reaped counts as gone).
-fn is_dead(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-/// Waits for a `dlock` child to exit and returns what it printed.
-async fn exited(child: tokio::process::Child) -> Output {
-    tokio::time::timeout(PATIENCE, child.wait_with_output())
-        .await
-        .expect("dlock did not exit")
-        .expect("wait")
-}
-
-/// Waits until `pid` is gone; fails with `what` after `limit`.
-async fn wait_dead(pid: &str, limit: Duration, what: &str) {
-    let started = Instant::now();
-    while !is_dead(pid) {
-        assert!(started.elapsed() < limit, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// `dlock run` of `script` under a 6 s lease renewed every second, 2 s of grace.
 fn short_lease_run(url: &str, key: &str, script: &str) -> tokio::process::Child {
@@ -98,23 +29,6 @@ fn short_lease_run(url: &str, key: &str, script: &str) -> tokio::process::Child 
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn")
-}
-
-async fn wait_for_file(path: &PathBuf) -> String {
-    let started = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && text.ends_with('\n')
-        {
-            return text;
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,13 +259,6 @@ async fn signals_reach_the_command_and_interrupt_a_wait() {
         "the interrupted waiter's place blocks the line"
     );
     let _ = std::fs::remove_file(ready);
-}
-
-fn signal(pid: Option<u32>, signal: rustix::process::Signal) {
-    let pid = pid
-        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-        .expect("a pid");
-    rustix::process::kill_process(pid, signal).expect("signal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
