@@ -130,8 +130,58 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         || floor.single("bench:raw-single"),
     )
     .await;
+    idle_clients(&url, &lock, n, 200).await;
     println!(
         "\ntargets: uncontended >= 0.9x floor; 8 tasks >= 0.7x uncontended, p99 wait <= 20x raw pair p50,"
     );
     println!("         fairness <= 2x; 64 tasks >= 0.6x floor; handoff p50 <= 3x one command.");
+}
+
+/// What the server sends per release, read from `INFO stats`.
+async fn output_bytes(conn: &mut MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .expect("INFO stats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Uncontended acquire+release with `idle` more clients connected that wait on
+/// nothing: a release must cost the same, and send nothing to them.
+async fn idle_clients(url: &str, lock: &DynLock, n: usize, idle: usize) {
+    let client = redis::Client::open(url).expect("url");
+    let mut probe = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut measure = async |label: &str| {
+        let before = output_bytes(&mut probe).await;
+        let r = rate(n, || acquire_release(lock, "bench:idle-clients")).await;
+        let sent = output_bytes(&mut probe).await.saturating_sub(before);
+        (label.to_owned(), r, sent as f64 / n as f64)
+    };
+    let alone = measure("alone").await;
+    let mut others = Vec::with_capacity(idle);
+    for _ in 0..idle {
+        others.push(RedisLock::connect(url).await.expect("connect an idle client"));
+    }
+    let crowded = measure("with idle").await;
+    for (label, r, bytes) in [&alone, &crowded] {
+        println!(
+            "{:<44} {:>10.0}/s  server sent {:>7.0} B per acquire+release",
+            format!("  uncontended, {label} ({} idle)", if label == "alone" { 0 } else { idle }),
+            r,
+            bytes
+        );
+    }
+    println!(
+        "{:<44} {:.2}x the rate alone",
+        format!("  with {idle} idle clients"),
+        crowded.1 / alone.1
+    );
+    drop(others);
 }
