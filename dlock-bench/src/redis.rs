@@ -167,13 +167,20 @@ async fn idle_clients(url: &str, lock: &DynLock, n: usize, idle: usize) {
     let alone = measure("alone").await;
     let mut others = Vec::with_capacity(idle);
     for _ in 0..idle {
-        others.push(RedisLock::connect(url).await.expect("connect an idle client"));
+        others.push(
+            RedisLock::connect(url)
+                .await
+                .expect("connect an idle client"),
+        );
     }
     let crowded = measure("with idle").await;
     for (label, r, bytes) in [&alone, &crowded] {
         println!(
             "{:<44} {:>10.0}/s  server sent {:>7.0} B per acquire+release",
-            format!("  uncontended, {label} ({} idle)", if label == "alone" { 0 } else { idle }),
+            format!(
+                "  uncontended, {label} ({} idle)",
+                if label == "alone" { 0 } else { idle }
+            ),
             r,
             bytes
         );

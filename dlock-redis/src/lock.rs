@@ -14,7 +14,8 @@ use crate::{NodeExtend, NodeGrant, RedisConfig, RedisNode};
 /// Locks on one Redis server. Cheap to clone: clones share the connections.
 ///
 /// One multiplexed connection carries the commands; a second one carries the
-/// pattern subscription that wakes waiters when a lock is released. Both reconnect
+/// subscriptions, to the keys this client waits on, that wake waiters when a lock
+/// is released. Both reconnect
 /// by themselves (redis-rs's `ConnectionManager`). This client's waiters queue
 /// locally per key, so only the head of the line contends at the server.
 #[derive(Clone)]
@@ -110,13 +111,10 @@ impl Lock for RedisLock {
                 Turn::Head(wake) => local = Some(wake),
             }
         }
-        // Armed before the script runs, so a release right after it is not missed.
-        let wake = local.map(|local| -> dlock_core::WakeSignal {
-            let remote = inner.node.listen(req.key);
-            Box::pin(async move {
-                futures::future::select(local, remote).await;
-            })
-        });
+        // Armed before the script runs where this client is subscribed to the key
+        // already, so a release right after it is not missed; otherwise it
+        // subscribes once the key is found busy (the uncontended path never does).
+        let armed = local.as_ref().and_then(|_| inner.node.armed(req.key));
         match inner.node.acquire(req.key, req.owner, req.ttl).await? {
             NodeGrant::Granted(fence) => {
                 if req.queue {
@@ -127,7 +125,15 @@ impl Lock for RedisLock {
                     valid_from: None,
                 })
             }
-            NodeGrant::Held(retry_after) => Ok(Attempt::Busy { wake, retry_after }),
+            NodeGrant::Held(retry_after) => {
+                let wake = local.map(|local| -> dlock_core::WakeSignal {
+                    let remote = armed.unwrap_or_else(|| inner.node.listen(req.key));
+                    Box::pin(async move {
+                        futures::future::select(local, remote).await;
+                    })
+                });
+                Ok(Attempt::Busy { wake, retry_after })
+            }
         }
     }
 

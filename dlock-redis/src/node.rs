@@ -19,7 +19,7 @@ use crate::{RedisConfig, errors::from_redis, keys::KeyLayout, notify::ReleaseNot
 const FENCE_COUNTER_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// One Redis server: a multiplexed connection for the scripts, and a second one for
-/// the pattern subscription that announces releases. Both reconnect by themselves
+/// the subscriptions that announce releases of the keys this client waits on. Both reconnect by themselves
 /// (redis-rs's `ConnectionManager`). Cheap to clone.
 #[derive(Clone)]
 pub struct RedisNode {
@@ -28,8 +28,8 @@ pub struct RedisNode {
 
 struct Inner {
     conn: ConnectionManager,
-    /// Kept for its subscription; messages arrive through `notifier`.
-    _subscriber: ConnectionManager,
+    /// Release notices, through a second connection that subscribes to the keys
+    /// this client waits on.
     notifier: Arc<ReleaseNotifier>,
     config: RedisConfig,
 }
@@ -70,26 +70,26 @@ impl RedisNode {
             ConnectionManager::new_with_config(client(&config, false)?, manager_config.clone())
                 .await
                 .map_err(|e| from_redis(None, e))?;
-        let notifier = Arc::new(ReleaseNotifier::new(config.layout.clone()));
-        let push_target = Arc::clone(&notifier);
+        let (notifier, subscriptions) = ReleaseNotifier::new(config.layout.clone());
+        // Weak: the connection must not keep the notifier, which keeps the task that
+        // owns the connection, alive after the lock is dropped.
+        let push_target = Arc::downgrade(&notifier);
         let subscriber_config = manager_config
             .set_push_sender(move |push| {
-                push_target.on_push(push);
+                if let Some(notifier) = push_target.upgrade() {
+                    notifier.on_push(push);
+                }
                 Ok::<(), redis::aio::SendError>(())
             })
             .set_automatic_resubscription();
-        let mut subscriber =
+        let subscriber =
             ConnectionManager::new_with_config(client(&config, true)?, subscriber_config)
                 .await
                 .map_err(|e| from_redis(None, e))?;
-        subscriber
-            .psubscribe(config.layout.released_pattern())
-            .await
-            .map_err(|e| from_redis(None, e))?;
+        tokio::spawn(subscriptions.run(subscriber));
         Ok(RedisNode {
             inner: Arc::new(Inner {
                 conn,
-                _subscriber: subscriber,
                 notifier,
                 config,
             }),
@@ -102,7 +102,18 @@ impl RedisNode {
     }
 
     /// A signal that fires at the next release of `key` on this node published after
-    /// this call: arm it before sending an attempt, so no release is missed.
+    /// this call, if this client is subscribed to the key's releases already (one of
+    /// its waiters waits on it, or did a moment ago); `None` otherwise, for one map
+    /// lookup. Arm it before sending an attempt, so a release right after the
+    /// attempt is not missed.
+    pub fn armed(&self, key: &LockKey) -> Option<WakeSignal> {
+        self.inner.notifier.armed(key)
+    }
+
+    /// A signal that fires at the next release of `key` on this node published after
+    /// this call, for an attempt that found the key busy. If this client was not
+    /// subscribed to the key's releases, it subscribes, and the signal fires once
+    /// the server confirmed it instead, so the caller tries again.
     pub fn listen(&self, key: &LockKey) -> WakeSignal {
         self.inner.notifier.listen(key)
     }

@@ -1,98 +1,258 @@
-//! Release notifications: one pattern subscription per client, fanned out to the
-//! keys this client is waiting on.
+//! Release notifications, sent only to the clients waiting on the key.
+//!
+//! A client subscribes to a key's release channel while one of its waiters waits on
+//! that key (and a moment longer, so a waiter's next attempt finds it subscribed),
+//! and the release script publishes only when the channel has a subscriber: a
+//! release costs the same with one connected client or hundreds, and sends nothing
+//! when nobody waits.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard, Weak},
+    time::Duration,
 };
 
 use dlock_core::{LockKey, WakeSignal};
-use redis::{PushInfo, PushKind, Value};
-use tokio::sync::Notify;
+use redis::{PushInfo, PushKind, Value, aio::ConnectionManager};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::keys::{KeyLayout, escape};
 
-/// Waiters by escaped key. Entries are weak: a key nobody waits on costs nothing.
+/// How long a key's subscription outlives its last waiter: a waiter's next attempt,
+/// or the next waiter of a busy key, finds it still there.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Waiters by escaped key, and the commands for the task that owns the subscriber
+/// connection.
 pub(crate) struct ReleaseNotifier {
     layout: KeyLayout,
-    waiting: Mutex<HashMap<String, Weak<Notify>>>,
+    waiting: Mutex<HashMap<String, Entry>>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+struct Entry {
+    notify: Arc<Notify>,
+    /// Listeners alive now.
+    listeners: usize,
+    /// Bumped by every new listener: an unsubscribe planned before it is void.
+    generation: u64,
+    /// `true` once the server confirmed the subscription.
+    ready: watch::Sender<bool>,
+}
+
+enum Command {
+    Subscribe(String),
+    /// Unsubscribe from the key if nobody listened since `generation`.
+    Unsubscribe(String, u64),
 }
 
 impl ReleaseNotifier {
-    pub(crate) fn new(layout: KeyLayout) -> Self {
-        ReleaseNotifier {
+    /// A notifier whose subscriptions go through `subscriber` (once it is handed
+    /// over with [`run`]).
+    pub(crate) fn new(layout: KeyLayout) -> (Arc<Self>, Subscriptions) {
+        let (commands, queue) = mpsc::unbounded_channel();
+        let notifier = Arc::new(ReleaseNotifier {
             layout,
             waiting: Mutex::default(),
-        }
+            commands,
+        });
+        let subscriptions = Subscriptions {
+            notifier: Arc::downgrade(&notifier),
+            queue,
+        };
+        (notifier, subscriptions)
     }
 
-    /// A signal that fires at the next release of `key` published after this call:
-    /// it is armed before it is returned, so call it before sending the attempt.
-    pub(crate) fn listen(self: &Arc<Self>, key: &LockKey) -> WakeSignal {
+    /// A signal that fires at the next release of `key` published after this call,
+    /// if this client is subscribed to the key already (a waiter of it waits, or did
+    /// a moment ago); `None` otherwise, at the cost of one lookup. Arm it before an
+    /// attempt, and [`listen`](Self::listen) after one that found the key busy.
+    pub(crate) fn armed(self: &Arc<Self>, key: &LockKey) -> Option<WakeSignal> {
         let escaped = escape(key.as_str());
-        let notify = {
-            let mut waiting = self.waiting();
-            match waiting.get(&escaped).and_then(Weak::upgrade) {
-                Some(notify) => notify,
-                None => {
-                    let notify = Arc::new(Notify::new());
-                    waiting.insert(escaped.clone(), Arc::downgrade(&notify));
-                    notify
-                }
+        {
+            let waiting = self.waiting();
+            let entry = waiting.get(&escaped)?;
+            if !*entry.ready.borrow() {
+                return None;
             }
+        }
+        Some(self.listen_escaped(escaped))
+    }
+
+    /// A signal that fires at the next release of `key` published after this call.
+    /// Where this client was not subscribed to the key yet, it subscribes, and the
+    /// signal fires once the server confirmed it, so the caller tries again: a
+    /// release between its attempt and the subscription is not missed.
+    pub(crate) fn listen(self: &Arc<Self>, key: &LockKey) -> WakeSignal {
+        self.listen_escaped(escape(key.as_str()))
+    }
+
+    fn listen_escaped(self: &Arc<Self>, escaped: String) -> WakeSignal {
+        let (notify, mut ready, new) = {
+            let mut waiting = self.waiting();
+            let new = !waiting.contains_key(&escaped);
+            let entry = waiting.entry(escaped.clone()).or_insert_with(|| Entry {
+                notify: Arc::new(Notify::new()),
+                listeners: 0,
+                generation: 0,
+                ready: watch::Sender::new(false),
+            });
+            entry.listeners += 1;
+            entry.generation += 1;
+            (Arc::clone(&entry.notify), entry.ready.subscribe(), new)
         };
-        let mut notified = Box::pin(Arc::clone(&notify).notified_owned());
+        if new {
+            let _ = self.commands.send(Command::Subscribe(escaped.clone()));
+        }
+        let mut notified = Box::pin(notify.notified_owned());
         notified.as_mut().enable();
+        let subscribed = *ready.borrow_and_update();
         let guard = Listening {
             notifier: Arc::clone(self),
             escaped,
-            notify,
         };
         Box::pin(async move {
-            notified.await;
+            if subscribed {
+                notified.await;
+            } else if ready.wait_for(|ready| *ready).await.is_err() {
+                // The notifier is gone: no wake-up will come; the caller's own
+                // timer (the holder's TTL, its backoff) decides.
+                std::future::pending::<()>().await;
+            }
             drop(guard);
         })
     }
 
     /// The subscriber connection's push handler; runs on redis-rs's connection task.
     pub(crate) fn on_push(&self, push: PushInfo) {
-        if push.kind != PushKind::PMessage {
-            return;
+        match push.kind {
+            PushKind::Message => self.on_message(&push.data),
+            PushKind::Subscribe => self.on_subscribed(&push.data),
+            _ => {}
         }
-        // PMESSAGE data: pattern, channel, payload.
-        let Some(Value::BulkString(channel)) = push.data.get(1) else {
+    }
+
+    fn on_message(&self, data: &[Value]) {
+        // MESSAGE data: channel, payload.
+        let Some(escaped) = self.escaped_key(data) else {
             return;
         };
-        let Ok(channel) = std::str::from_utf8(channel) else {
-            return;
-        };
-        let Some(escaped) = self.layout.escaped_key_of_channel(channel) else {
-            return;
-        };
-        let notify = self.waiting().get(escaped).and_then(Weak::upgrade);
+        let notify = self.waiting().get(escaped).map(|e| Arc::clone(&e.notify));
         if let Some(notify) = notify {
             notify.notify_waiters();
         }
     }
 
-    fn waiting(&self) -> MutexGuard<'_, HashMap<String, Weak<Notify>>> {
+    /// A subscription the server confirmed, first or again after a reconnect.
+    fn on_subscribed(&self, data: &[Value]) {
+        if let Some(escaped) = self.escaped_key(data)
+            && let Some(entry) = self.waiting().get(escaped)
+        {
+            entry.ready.send_replace(true);
+            // Whatever was released while the connection was down is seen now.
+            entry.notify.notify_waiters();
+        }
+    }
+
+    fn escaped_key<'a>(&self, data: &'a [Value]) -> Option<&'a str> {
+        let Some(Value::BulkString(channel)) = data.first() else {
+            return None;
+        };
+        let channel = std::str::from_utf8(channel).ok()?;
+        self.layout.escaped_key_of_channel(channel)
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Removes a key's entry when its last listener goes away.
+/// A listener alive: its key stays subscribed.
 struct Listening {
     notifier: Arc<ReleaseNotifier>,
     escaped: String,
-    notify: Arc<Notify>,
 }
 
 impl Drop for Listening {
     fn drop(&mut self) {
-        let mut waiting = self.notifier.waiting();
-        // Ours is the last strong reference: nobody else listens to this key.
-        if Arc::strong_count(&self.notify) == 1 {
-            waiting.remove(&self.escaped);
+        let generation = {
+            let mut waiting = self.notifier.waiting();
+            let Some(entry) = waiting.get_mut(&self.escaped) else {
+                return;
+            };
+            entry.listeners -= 1;
+            if entry.listeners > 0 {
+                return;
+            }
+            entry.generation
+        };
+        let (commands, escaped) = (self.notifier.commands.clone(), self.escaped.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(LINGER).await;
+                    let _ = commands.send(Command::Unsubscribe(escaped, generation));
+                });
+            }
+            Err(_) => {
+                let _ = commands.send(Command::Unsubscribe(escaped, generation));
+            }
+        }
+    }
+}
+
+/// The task that owns the subscriber connection and subscribes and unsubscribes in
+/// the order the decisions were made, so an unsubscribe can never overtake the
+/// subscribe of a waiter that came after it.
+pub(crate) struct Subscriptions {
+    notifier: Weak<ReleaseNotifier>,
+    queue: mpsc::UnboundedReceiver<Command>,
+}
+
+impl Subscriptions {
+    /// Runs until the notifier is dropped (with its lock).
+    pub(crate) async fn run(mut self, mut subscriber: ConnectionManager) {
+        while let Some(command) = self.queue.recv().await {
+            let Some(notifier) = self.notifier.upgrade() else {
+                return;
+            };
+            match command {
+                Command::Subscribe(escaped) => {
+                    let channel = notifier.layout.released_channel_of_escaped(&escaped);
+                    drop(notifier);
+                    match subscriber.subscribe(&channel).await {
+                        Ok(()) => {
+                            if let Some(notifier) = self.notifier.upgrade()
+                                && let Some(entry) = notifier.waiting().get(&escaped)
+                            {
+                                entry.ready.send_replace(true);
+                            }
+                        }
+                        // The waiters fall back to their timers; the entry's next
+                        // listener after it lapses subscribes again.
+                        Err(error) => {
+                            tracing::debug!(target: "dlock::backend", %error, "cannot subscribe to releases");
+                        }
+                    }
+                }
+                Command::Unsubscribe(escaped, generation) => {
+                    let idle = {
+                        let mut waiting = notifier.waiting();
+                        let idle = waiting
+                            .get(&escaped)
+                            .is_some_and(|e| e.listeners == 0 && e.generation == generation);
+                        if idle {
+                            waiting.remove(&escaped);
+                        }
+                        idle
+                    };
+                    if idle {
+                        let channel = notifier.layout.released_channel_of_escaped(&escaped);
+                        drop(notifier);
+                        let _ = subscriber.unsubscribe(&channel).await;
+                    }
+                }
+            }
         }
     }
 }

@@ -158,13 +158,17 @@ return 0
     )
 });
 
-/// KEYS: lock. ARGV: owner, release channel. Returns 1 if released, 0 if not held by owner.
+/// KEYS: lock. ARGV: owner, release channel. Returns 1 if released, 0 if not held
+/// by owner. Announces the release only where a client waits on the key (its
+/// channel has a subscriber): no fan-out to idle clients, nothing when nobody waits.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], '')
+  if redis.call('PUBSUB', 'NUMSUB', ARGV[2])[2] > 0 then
+    redis.call('PUBLISH', ARGV[2], '')
+  end
   return 1
 end
 return 0

@@ -211,13 +211,12 @@ impl Lock for RedlockLock {
                 .saturating_add(config.operation_timeout.mul_f64(0.9)),
         );
         let left = || deadline.saturating_duration_since(BootInstant::now());
-        // Armed before any request, so a release in between is not missed.
-        let wake: Option<WakeSignal> = req.queue.then(|| {
-            let signals: Vec<WakeSignal> = nodes.iter().map(|n| n.redis.listen(req.key)).collect();
-            Box::pin(async move {
-                futures::future::select_all(signals).await;
-            }) as WakeSignal
-        });
+        // Armed before any request on the nodes where this client is subscribed to
+        // the key already, so a release in between is not missed; the others
+        // subscribe only if the key is busy.
+        let armed: Option<Vec<Option<WakeSignal>>> = req
+            .queue
+            .then(|| nodes.iter().map(|n| n.redis.armed(req.key)).collect());
 
         // Round 1: every node at once, polled here; answers still out when the
         // decision is made are settled in the background (breaker, restart check).
@@ -330,6 +329,16 @@ impl Lock for RedlockLock {
                 failures,
             });
         }
+        let wake = armed.map(|armed| {
+            let signals: Vec<WakeSignal> = armed
+                .into_iter()
+                .zip(nodes)
+                .map(|(armed, node)| armed.unwrap_or_else(|| node.redis.listen(req.key)))
+                .collect();
+            Box::pin(async move {
+                futures::future::select_all(signals).await;
+            }) as WakeSignal
+        });
         Ok(Attempt::Busy { wake, retry_after })
     }
 

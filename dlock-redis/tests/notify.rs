@@ -1,0 +1,126 @@
+//! Release notices reach only the clients waiting on the key: none when nobody
+//! waits, none to idle clients, one to a waiter, and a waiter's subscription ends
+//! soon after it stops waiting.
+
+use std::time::Duration;
+
+use dlock_core::{Acquire, LockExt, OwnerId};
+use dlock_redis::RedisLock;
+use dlock_testkit::{RedisOptions, start_redis};
+use futures::StreamExt;
+use tokio::time::Instant;
+
+async fn numsub(conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+    let (_, count): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(conn)
+        .await
+        .expect("PUBSUB NUMSUB");
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releases_are_announced_only_to_waiting_clients() {
+    // A server of its own: the pattern count below must be this test's alone.
+    let server = start_redis(RedisOptions::default()).await;
+    let url = format!("redis://127.0.0.1:{}", server.port());
+    let raw = redis::Client::open(url.as_str()).expect("url");
+    let mut conn = raw
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    // A spy on every release channel.
+    let mut spy = raw.get_async_pubsub().await.expect("pubsub");
+    spy.psubscribe("*released*").await.expect("psubscribe");
+    let mut published = spy.into_on_message();
+
+    let holder = RedisLock::connect(&url).await.expect("connect");
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(RedisLock::connect(&url).await.expect("connect"));
+    }
+    let numpat: i64 = redis::cmd("PUBSUB")
+        .arg("NUMPAT")
+        .query_async(&mut conn)
+        .await
+        .expect("NUMPAT");
+    assert_eq!(
+        numpat, 1,
+        "clients hold pattern subscriptions: every release would reach them all"
+    );
+
+    let key = format!("dlock-notify:{}", OwnerId::random());
+    let channel = format!("dlock:v1:released:{{{key}}}");
+    let ttl = Duration::from_secs(30);
+    let mut lease = holder
+        .acquire(&key, Acquire::ttl(ttl))
+        .await
+        .expect("acquire");
+    lease.release().await.expect("release");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), published.next())
+            .await
+            .is_err(),
+        "a release with nobody waiting was published"
+    );
+
+    // One waiter, in another client: only its client subscribes, and it is woken.
+    let lease = holder
+        .acquire(&key, Acquire::ttl(ttl))
+        .await
+        .expect("acquire");
+    let waiter = idle.pop().expect("a client");
+    let waiting = {
+        let key = key.clone();
+        tokio::spawn(async move {
+            let mut lease = waiter
+                .acquire(&key, Acquire::ttl(ttl))
+                .await
+                .expect("acquire");
+            lease.release().await.expect("release");
+            waiter
+        })
+    };
+    let started = Instant::now();
+    while numsub(&mut conn, &channel).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the waiter never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        numsub(&mut conn, &channel).await,
+        1,
+        "more than the waiter's client listens"
+    );
+    let released = Instant::now();
+    let mut lease = lease;
+    lease.release().await.expect("release");
+    let waiter = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiter was not woken")
+        .expect("task");
+    assert!(
+        released.elapsed() < Duration::from_secs(1),
+        "the waiter took {:?}: it waited for a timer, not the notice",
+        released.elapsed()
+    );
+    let notice = tokio::time::timeout(Duration::from_secs(1), published.next())
+        .await
+        .expect("the release the waiter waited for was not published")
+        .expect("spy");
+    assert_eq!(notice.get_channel_name(), channel);
+
+    // Done waiting: its subscription lapses within a few seconds.
+    let started = Instant::now();
+    while numsub(&mut conn, &channel).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the subscription outlived the wait"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((waiter, idle));
+}
