@@ -1,6 +1,12 @@
 //! Measurement: rates, latencies, many tasks, contention, handoff, the table.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use dlock::{Acquire, DynLock, LockExt};
 
@@ -333,5 +339,38 @@ pub(crate) async fn distinct_keys<F, Fut>(
         lock_rate,
         None,
         Some(lock_rate / floor_rate),
+    );
+}
+
+/// N separate clients on one key for `window`: each client's loop runs in its own
+/// task (built by `client`, which gets the stop flag and returns the client's waits
+/// for a grant); prints the rate, p50 and p99 wait, acquisitions per client, and
+/// the least busy client against the mean.
+pub(crate) async fn separate_clients<F>(who: &str, clients: usize, window: Duration, client: F)
+where
+    F: Fn(Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Duration>>,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..clients).map(|_| client(Arc::clone(&stop))).collect();
+    tokio::time::sleep(window).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut per_client = Vec::new();
+    for t in tasks {
+        let waits = t.await.expect("client");
+        per_client.push(waits.len());
+        all.extend(waits);
+    }
+    all.sort();
+    let total: usize = per_client.iter().sum();
+    let mean = total as f64 / clients as f64;
+    let least = per_client.iter().copied().min().unwrap_or_default();
+    let most = per_client.iter().copied().max().unwrap_or_default();
+    println!(
+        "  {who:<22} {clients:>3} clients {:>8.0}/s  p50 {:>9.1?}  p99 {:>9.1?}  per client {least}..{most}  least/mean {:.2}",
+        total as f64 / window.as_secs_f64(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        least as f64 / mean.max(1.0)
     );
 }

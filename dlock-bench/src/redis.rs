@@ -131,6 +131,40 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
     )
     .await;
     idle_clients(&url, &lock, n, 200).await;
+    for clients in [2, 8, 64] {
+        println!(
+            "\n{clients} separate clients on one key, {:?} each:",
+            config.window * 2
+        );
+        separate_clients("dlock", clients, config.window * 2, |stop| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let lock = RedisLock::connect(&url).await.expect("connect");
+                let mut waits = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = std::time::Instant::now();
+                    let opts =
+                        dlock::Acquire::ttl(Duration::from_secs(30)).wait(Duration::from_secs(5));
+                    if let Ok(mut lease) =
+                        dlock::LockExt::acquire(&lock, "bench:clients", opts).await
+                    {
+                        waits.push(t.elapsed());
+                        let _ = lease.release().await;
+                    }
+                }
+                waits
+            })
+        })
+        .await;
+        #[cfg(feature = "redlock")]
+        separate_clients(
+            "rslock 0.10 (one node)",
+            clients,
+            config.window * 2,
+            |stop| crate::redlock::rslock_client(vec![url.clone()], "bench:clients-rs", stop),
+        )
+        .await;
+    }
     println!(
         "\ntargets: uncontended >= 0.9x floor; 8 tasks >= 0.7x uncontended, p99 wait <= 20x raw pair p50,"
     );

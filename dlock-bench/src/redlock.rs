@@ -124,71 +124,48 @@ pub(crate) async fn report(config: &Config, given: Option<String>) {
 /// 8 separate clients (connections) on one key: rate, p99 time to grant, and
 /// acquisitions per client, for dlock and rslock.
 async fn contended_clients(urls: &[String], window: Duration) {
-    const CLIENTS: usize = 8;
     println!("\n8 separate clients on one key, {window:?} each:");
-    for who in ["redlock (tokens on)", "rslock 0.10"] {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for _ in 0..CLIENTS {
-            let stop = Arc::clone(&stop);
-            let urls = urls.to_vec();
-            let dlock = who.starts_with("redlock");
-            tasks.push(tokio::spawn(async move {
-                let mut waits = Vec::new();
-                if dlock {
-                    let lock = redlock(&urls, true).await;
-                    while !stop.load(Ordering::Relaxed) {
-                        let t = Instant::now();
-                        let Ok(mut lease) = lock
-                            .acquire(
-                                "bench:contended",
-                                Acquire::ttl(TTL).wait(Duration::from_secs(5)),
-                            )
-                            .await
-                        else {
-                            continue;
-                        };
-                        waits.push(t.elapsed());
-                        let _ = lease.release().await;
-                    }
-                } else {
-                    let rs = LockManager::new(urls.clone());
-                    while !stop.load(Ordering::Relaxed) {
-                        let t = Instant::now();
-                        let Ok(guard) = rs
-                            .acquire(b"bench:contended-rs".as_slice(), RSLOCK_TTL)
-                            .await
-                        else {
-                            continue;
-                        };
-                        waits.push(t.elapsed());
-                        rs.unlock(&guard.lock).await;
-                    }
+    separate_clients("redlock (tokens on)", 8, window, |stop| {
+        let urls = urls.to_vec();
+        tokio::spawn(async move {
+            let lock = redlock(&urls, true).await;
+            let mut waits = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let opts = Acquire::ttl(TTL).wait(Duration::from_secs(5));
+                if let Ok(mut lease) = lock.acquire("bench:contended", opts).await {
+                    waits.push(t.elapsed());
+                    let _ = lease.release().await;
                 }
-                waits
-            }));
+            }
+            waits
+        })
+    })
+    .await;
+    separate_clients("rslock 0.10", 8, window, |stop| {
+        rslock_client(urls.to_vec(), "bench:contended-rs", stop)
+    })
+    .await;
+}
+
+/// One rslock client's loop on `key` until `stop`: its waits for a grant.
+pub(crate) fn rslock_client(
+    urls: Vec<String>,
+    key: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Duration>> {
+    tokio::spawn(async move {
+        let rs = LockManager::new(urls);
+        let mut waits = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            if let Ok(guard) = rs.acquire(key.as_bytes(), RSLOCK_TTL).await {
+                waits.push(t.elapsed());
+                rs.unlock(&guard.lock).await;
+            }
         }
-        tokio::time::sleep(window).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut all = Vec::new();
-        let mut per_client = Vec::new();
-        for t in tasks {
-            let waits = t.await.expect("client");
-            per_client.push(waits.len());
-            all.extend(waits);
-        }
-        all.sort();
-        let total: usize = per_client.iter().sum();
-        let mean = total as f64 / CLIENTS as f64;
-        let least = per_client.iter().copied().min().unwrap_or_default();
-        println!(
-            "  {who:<22} {:>8.0}/s  p50 {:>9.1?}  p99 {:>9.1?}  per client {per_client:?}  least/mean {:.2}",
-            total as f64 / window.as_secs_f64(),
-            percentile(&all, 0.5),
-            percentile(&all, 0.99),
-            least as f64 / mean.max(1.0)
-        );
-    }
+        waits
+    })
 }
 
 /// One of 3 nodes frozen: p50 acquire+release, healthy and frozen, for dlock (once

@@ -1,7 +1,9 @@
 //! The key layout in Redis, versioned so a later layout can coexist.
 //!
 //! `[prefix]dlock:v1:lock:{<key>}` holds the owner id, `...:fence:{<key>}` the fence
-//! counter, `...:value:{<key>}` the value its holder published (elections),
+//! counter, `...:queue:{<key>}` and `...:places:{<key>}` its line of waiters (by
+//! arrival, and by when each place lapses), `...:reserved:{<key>}` the waiter a
+//! release handed it to, `...:value:{<key>}` the value its holder published (elections),
 //! `...:gate:{<resource>}` a fence gate's register, and releases are
 //! published on `...:released:{<key>}`. The user key sits in one hash tag, so the
 //! lock and its counter share a Cluster slot; it is escaped (`%` `{` `}`) so that no
@@ -34,6 +36,21 @@ impl KeyLayout {
 
     pub(crate) fn fence(&self, key: &LockKey) -> String {
         self.tagged("fence", key.as_str())
+    }
+
+    /// The waiters in line for `key`, scored by arrival (server µs).
+    pub(crate) fn queue(&self, key: &LockKey) -> String {
+        self.tagged("queue", key.as_str())
+    }
+
+    /// When each waiter's place lapses unless refreshed (server ms).
+    pub(crate) fn places(&self, key: &LockKey) -> String {
+        self.tagged("places", key.as_str())
+    }
+
+    /// The waiter a release handed `key` to, until it claims it or its place lapses.
+    pub(crate) fn reserved(&self, key: &LockKey) -> String {
+        self.tagged("reserved", key.as_str())
     }
 
     pub(crate) fn value(&self, key: &LockKey) -> String {

@@ -15,4 +15,4 @@ pub use config::{
 };
 pub use gate::RedisFenceGate;
 pub use lock::RedisLock;
-pub use node::{NodeExtend, NodeGrant, RedisNode};
+pub use node::{NodeExtend, NodeGrant, PLACE_TTL, RedisNode};

@@ -6,7 +6,6 @@ use async_trait::async_trait;
 use dlock_core::{
     Attempt, AttemptRequest, Capabilities, Error, ExpiryScope, Holder, Lock, LockKey,
     MAX_REPRESENTABLE_TTL, OwnerId, Tracker,
-    local_queue::{LocalQueue, Turn},
 };
 
 use crate::{NodeExtend, NodeGrant, RedisConfig, RedisNode};
@@ -15,9 +14,12 @@ use crate::{NodeExtend, NodeGrant, RedisConfig, RedisNode};
 ///
 /// One multiplexed connection carries the commands; a second one carries the
 /// subscriptions, to the keys this client waits on, that wake waiters when a lock
-/// is released. Both reconnect
-/// by themselves (redis-rs's `ConnectionManager`). This client's waiters queue
-/// locally per key, so only the head of the line contends at the server.
+/// is released. Both reconnect by themselves (redis-rs's `ConnectionManager`).
+///
+/// Waiters of every client queue on the server, per key, in the order they started
+/// waiting: a release hands the key to the head of the line and wakes that waiter
+/// alone, and a waiter that is gone (its process dead) loses its place within
+/// [`PLACE_TTL`](crate::PLACE_TTL), so it never blocks the line for longer.
 #[derive(Clone)]
 pub struct RedisLock {
     inner: Arc<Inner>,
@@ -25,7 +27,6 @@ pub struct RedisLock {
 
 struct Inner {
     node: RedisNode,
-    queue: LocalQueue,
     tracker: Tracker,
 }
 
@@ -41,7 +42,6 @@ impl RedisLock {
         Ok(RedisLock {
             inner: Arc::new(Inner {
                 node: RedisNode::connect(config).await?,
-                queue: LocalQueue::new(),
                 tracker: Tracker::new(),
             }),
         })
@@ -79,7 +79,7 @@ impl Lock for RedisLock {
         Capabilities {
             name: "redis",
             fencing: true,
-            fifo: false,
+            fifo: true,
             wake_on_release: true,
             min_ttl: Duration::from_millis(10),
             max_ttl: MAX_REPRESENTABLE_TTL,
@@ -96,44 +96,33 @@ impl Lock for RedisLock {
     }
 
     async fn attempt(&self, req: AttemptRequest<'_>) -> Result<Attempt, Error> {
-        let inner = &self.inner;
-        // Only the head of this client's queue contends at the server; it is woken by
-        // a release in this client directly, or by the server's notice of any release.
-        let mut local = None;
-        if req.queue {
-            match inner.queue.join(req.key, req.owner) {
-                Turn::Behind(wake) => {
-                    return Ok(Attempt::Busy {
-                        wake: Some(wake),
-                        retry_after: None,
-                    });
-                }
-                Turn::Head(wake) => local = Some(wake),
-            }
-        }
-        // Armed before the script runs where this client is subscribed to the key
-        // already, so a release right after it is not missed; otherwise it
-        // subscribes once the key is found busy (the uncontended path never does).
-        let armed = local.as_ref().and_then(|_| inner.node.armed(req.key));
-        match inner.node.acquire(req.key, req.owner, req.ttl).await? {
-            NodeGrant::Granted(fence) => {
-                if req.queue {
-                    inner.queue.leave(req.key, req.owner);
-                }
-                Ok(Attempt::Acquired {
+        let node = &self.inner.node;
+        if !req.queue {
+            return Ok(match node.acquire(req.key, req.owner, req.ttl).await? {
+                NodeGrant::Granted(fence) => Attempt::Acquired {
                     fence,
                     valid_from: None,
-                })
-            }
-            NodeGrant::Held(retry_after) => {
-                let wake = local.map(|local| -> dlock_core::WakeSignal {
-                    let remote = armed.unwrap_or_else(|| inner.node.listen(req.key));
-                    Box::pin(async move {
-                        futures::future::select(local, remote).await;
-                    })
-                });
-                Ok(Attempt::Busy { wake, retry_after })
-            }
+                },
+                NodeGrant::Held(retry_after) => Attempt::Busy {
+                    wake: None,
+                    retry_after,
+                },
+            });
+        }
+        // Waiters of every client wait in the key's line on the server. Armed before
+        // the script where this client listens to the key already, so a release
+        // handing the key to this waiter right after it is not missed; otherwise it
+        // listens once the key is found busy (the uncontended path never does).
+        let armed = node.armed_for(req.key, req.owner);
+        match node.acquire_in_line(req.key, req.owner, req.ttl).await? {
+            NodeGrant::Granted(fence) => Ok(Attempt::Acquired {
+                fence,
+                valid_from: None,
+            }),
+            NodeGrant::Held(retry_after) => Ok(Attempt::Busy {
+                wake: Some(armed.unwrap_or_else(|| node.listen_for(req.key, req.owner))),
+                retry_after,
+            }),
         }
     }
 
@@ -145,14 +134,9 @@ impl Lock for RedisLock {
     }
 
     async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
-        // A waiter giving up leaves the local queue; a holder is not in it.
-        self.inner.queue.leave(key, owner);
-        let released = self.inner.node.release(key, owner).await?;
-        if released {
-            // This client's next waiter need not wait for the published message.
-            self.inner.queue.wake_head(key);
-        }
-        Ok(released)
+        // A holder's release hands the key to the head of its line; a waiter's gives
+        // up its place.
+        self.inner.node.release(key, owner).await
     }
 
     async fn inspect(&self, key: &LockKey) -> Result<Option<Holder>, Error> {
@@ -172,11 +156,5 @@ impl Lock for RedisLock {
 
     fn tracker(&self) -> Option<&Tracker> {
         Some(&self.inner.tracker)
-    }
-
-    fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
-        // At once, so this client's next waiter is not held up by the spawn.
-        self.inner.queue.leave(&key, &owner);
-        dlock_core::spawn_release(self, key, owner);
     }
 }

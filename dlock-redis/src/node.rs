@@ -18,6 +18,12 @@ use crate::{RedisConfig, errors::from_redis, keys::KeyLayout, notify::ReleaseNot
 /// seeded again from the server clock, above every token issued before.
 const FENCE_COUNTER_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// How long a waiter's place in a key's line lasts unless it tries again; also how
+/// long a key a release handed to a waiter stays reserved for it. A waiter tries
+/// again at least every third of it, so only a waiter that is gone (its process
+/// dead, cut off) loses its place, and the line moves on within about this long.
+pub const PLACE_TTL: Duration = Duration::from_secs(3);
+
 /// One Redis server: a multiplexed connection for the scripts, and a second one for
 /// the subscriptions that announce releases of the keys this client waits on. Both reconnect by themselves
 /// (redis-rs's `ConnectionManager`). Cheap to clone.
@@ -40,7 +46,8 @@ pub enum NodeGrant {
     /// Granted (or already ours: a retry by the same owner), with the token the
     /// node's counter issued.
     Granted(FenceToken),
-    /// Another owner holds the key, for about this much longer.
+    /// Another owner holds the key, or it is another waiter's turn: worth trying
+    /// again after about this long.
     Held(Option<Duration>),
 }
 
@@ -107,7 +114,19 @@ impl RedisNode {
     /// lookup. Arm it before sending an attempt, so a release right after the
     /// attempt is not missed.
     pub fn armed(&self, key: &LockKey) -> Option<WakeSignal> {
-        self.inner.notifier.armed(key)
+        self.inner.notifier.armed(key, None)
+    }
+
+    /// [`armed`](Self::armed) for a waiter in the key's line: it fires only at a
+    /// release that hands the key to `owner` (or names nobody).
+    pub(crate) fn armed_for(&self, key: &LockKey, owner: &OwnerId) -> Option<WakeSignal> {
+        self.inner.notifier.armed(key, Some(owner))
+    }
+
+    /// [`listen`](Self::listen) for a waiter in the key's line; see
+    /// [`armed_for`](Self::armed_for).
+    pub(crate) fn listen_for(&self, key: &LockKey, owner: &OwnerId) -> WakeSignal {
+        self.inner.notifier.listen(key, Some(owner))
     }
 
     /// A signal that fires at the next release of `key` on this node published after
@@ -115,25 +134,54 @@ impl RedisNode {
     /// subscribed to the key's releases, it subscribes, and the signal fires once
     /// the server confirmed it instead, so the caller tries again.
     pub fn listen(&self, key: &LockKey) -> WakeSignal {
-        self.inner.notifier.listen(key)
+        self.inner.notifier.listen(key, None)
     }
 
-    /// Takes `key` for `owner` for `ttl` if it is free, with the next token from
-    /// the key's counter (at least the server clock in µs, above every earlier
-    /// token), in one script. Never queues.
+    /// Takes `key` for `owner` for `ttl` if it is free and nobody waits in line for
+    /// it, with the next token from the key's counter (at least the server clock in
+    /// µs, above every earlier token), in one script. Never queues.
     pub async fn acquire(
         &self,
         key: &LockKey,
         owner: &OwnerId,
         ttl: Duration,
     ) -> Result<NodeGrant, Error> {
+        self.attempt(key, owner, ttl, false).await
+    }
+
+    /// As [`acquire`](Self::acquire), but a busy key puts `owner` in the key's line
+    /// on the server (or refreshes its place there): the key goes to waiters of
+    /// every client in the order they joined, each release handing it to the head
+    /// and waking that waiter alone. A place lapses unless the waiter tries again
+    /// within [`PLACE_TTL`]; [`release`](Self::release) gives it up.
+    pub async fn acquire_in_line(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+    ) -> Result<NodeGrant, Error> {
+        self.attempt(key, owner, ttl, true).await
+    }
+
+    async fn attempt(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+        in_line: bool,
+    ) -> Result<NodeGrant, Error> {
         let layout = self.layout();
         let reply: Value = scripts::ACQUIRE
             .key(layout.lock(key))
             .key(layout.fence(key))
+            .key(layout.queue(key))
+            .key(layout.places(key))
+            .key(layout.reserved(key))
             .arg(owner.to_hex())
             .arg(millis(ttl))
             .arg(millis(FENCE_COUNTER_TTL.max(ttl)))
+            .arg(if in_line { "1" } else { "0" })
+            .arg(millis(PLACE_TTL))
             .invoke_async(&mut self.connection())
             .await
             .map_err(|e| from_redis(Some(key.as_str()), e))?;
@@ -239,16 +287,28 @@ impl RedisNode {
         })
     }
 
-    /// Deletes `owner`'s hold on `key` and announces the release; `false` if
-    /// `owner` did not hold it.
+    /// Deletes `owner`'s hold on `key` and hands the key to the head of its line
+    /// (or announces the release to the clients that listen); `false` if `owner`
+    /// did not hold it. A waiter's release gives up its place in line.
     pub async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
-        let released: i64 = scripts::RELEASE
-            .key(self.layout().lock(key))
+        let layout = self.layout();
+        let (released, head): (i64, String) = scripts::RELEASE
+            .key(layout.lock(key))
+            .key(layout.fence(key))
+            .key(layout.queue(key))
+            .key(layout.places(key))
+            .key(layout.reserved(key))
             .arg(owner.to_hex())
-            .arg(self.layout().released_channel(key))
+            .arg(layout.released_channel(key))
+            .arg(millis(PLACE_TTL))
             .invoke_async(&mut self.connection())
             .await
             .map_err(|e| from_redis(Some(key.as_str()), e))?;
+        if !head.is_empty() {
+            // The next holder may be a waiter of this client: woken now, without
+            // waiting for the server's notice to come round.
+            self.inner.notifier.wake_owner(key, &head);
+        }
         Ok(released == 1)
     }
 

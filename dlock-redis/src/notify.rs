@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use dlock_core::{LockKey, WakeSignal};
+use dlock_core::{LockKey, OwnerId, WakeSignal};
 use redis::{PushInfo, PushKind, Value, aio::ConnectionManager};
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -31,7 +31,12 @@ pub(crate) struct ReleaseNotifier {
 }
 
 struct Entry {
+    /// Woken by every notice: listeners for any release (Redlock's waiters).
     notify: Arc<Notify>,
+    /// Woken by the notices that name them (a release handing the key to this
+    /// waiter), and by the ones that name nobody: listeners in the key's line, by
+    /// owner id (hex).
+    targeted: HashMap<String, Weak<Notify>>,
     /// Listeners alive now.
     listeners: usize,
     /// Bumped by every new listener: an unsubscribe planned before it is void.
@@ -67,7 +72,11 @@ impl ReleaseNotifier {
     /// if this client is subscribed to the key already (a waiter of it waits, or did
     /// a moment ago); `None` otherwise, at the cost of one lookup. Arm it before an
     /// attempt, and [`listen`](Self::listen) after one that found the key busy.
-    pub(crate) fn armed(self: &Arc<Self>, key: &LockKey) -> Option<WakeSignal> {
+    pub(crate) fn armed(
+        self: &Arc<Self>,
+        key: &LockKey,
+        owner: Option<&OwnerId>,
+    ) -> Option<WakeSignal> {
         let escaped = escape(key.as_str());
         {
             let waiting = self.waiting();
@@ -76,30 +85,46 @@ impl ReleaseNotifier {
                 return None;
             }
         }
-        Some(self.listen_escaped(escaped))
+        Some(self.listen_escaped(escaped, owner))
     }
 
-    /// A signal that fires at the next release of `key` published after this call.
-    /// Where this client was not subscribed to the key yet, it subscribes, and the
-    /// signal fires once the server confirmed it, so the caller tries again: a
-    /// release between its attempt and the subscription is not missed.
-    pub(crate) fn listen(self: &Arc<Self>, key: &LockKey) -> WakeSignal {
-        self.listen_escaped(escape(key.as_str()))
+    /// A signal that fires at the next release of `key` published after this call;
+    /// with an `owner`, only at a release that hands the key to that waiter (or
+    /// names nobody). Where this client was not subscribed to the key yet, it
+    /// subscribes, and the signal fires once the server confirmed it, so the caller
+    /// tries again: a release between its attempt and the subscription is not missed.
+    pub(crate) fn listen(self: &Arc<Self>, key: &LockKey, owner: Option<&OwnerId>) -> WakeSignal {
+        self.listen_escaped(escape(key.as_str()), owner)
     }
 
-    fn listen_escaped(self: &Arc<Self>, escaped: String) -> WakeSignal {
+    fn listen_escaped(self: &Arc<Self>, escaped: String, owner: Option<&OwnerId>) -> WakeSignal {
         let (notify, mut ready, new) = {
             let mut waiting = self.waiting();
             let new = !waiting.contains_key(&escaped);
             let entry = waiting.entry(escaped.clone()).or_insert_with(|| Entry {
                 notify: Arc::new(Notify::new()),
+                targeted: HashMap::new(),
                 listeners: 0,
                 generation: 0,
                 ready: watch::Sender::new(false),
             });
             entry.listeners += 1;
             entry.generation += 1;
-            (Arc::clone(&entry.notify), entry.ready.subscribe(), new)
+            let notify = match owner {
+                None => Arc::clone(&entry.notify),
+                Some(owner) => {
+                    let hex = owner.to_hex();
+                    match entry.targeted.get(&hex).and_then(Weak::upgrade) {
+                        Some(notify) => notify,
+                        None => {
+                            let notify = Arc::new(Notify::new());
+                            entry.targeted.insert(hex, Arc::downgrade(&notify));
+                            notify
+                        }
+                    }
+                }
+            };
+            (notify, entry.ready.subscribe(), new)
         };
         if new {
             let _ = self.commands.send(Command::Subscribe(escaped.clone()));
@@ -123,6 +148,20 @@ impl ReleaseNotifier {
         })
     }
 
+    /// Wakes this client's waiter `owner` (hex) on `key`, if it has one: a release
+    /// by this client handed the key to it.
+    pub(crate) fn wake_owner(&self, key: &LockKey, owner: &str) {
+        let escaped = escape(key.as_str());
+        let notify = self
+            .waiting()
+            .get(&escaped)
+            .and_then(|entry| entry.targeted.get(owner))
+            .and_then(Weak::upgrade);
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
     /// The subscriber connection's push handler; runs on redis-rs's connection task.
     pub(crate) fn on_push(&self, push: PushInfo) {
         match push.kind {
@@ -133,12 +172,27 @@ impl ReleaseNotifier {
     }
 
     fn on_message(&self, data: &[Value]) {
-        // MESSAGE data: channel, payload.
+        // MESSAGE data: channel, payload (the waiter the key was handed to, or
+        // nothing).
         let Some(escaped) = self.escaped_key(data) else {
             return;
         };
-        let notify = self.waiting().get(escaped).map(|e| Arc::clone(&e.notify));
-        if let Some(notify) = notify {
+        let payload = match data.get(1) {
+            Some(Value::BulkString(payload)) => payload.as_slice(),
+            _ => &[],
+        };
+        let waiting = self.waiting();
+        let Some(entry) = waiting.get(escaped) else {
+            return;
+        };
+        entry.notify.notify_waiters();
+        if payload.is_empty() {
+            entry.wake_all();
+        } else if let Some(notify) = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|owner| entry.targeted.get(owner))
+            .and_then(Weak::upgrade)
+        {
             notify.notify_waiters();
         }
     }
@@ -151,6 +205,7 @@ impl ReleaseNotifier {
             entry.ready.send_replace(true);
             // Whatever was released while the connection was down is seen now.
             entry.notify.notify_waiters();
+            entry.wake_all();
         }
     }
 
@@ -164,6 +219,14 @@ impl ReleaseNotifier {
 
     fn waiting(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Entry {
+    fn wake_all(&self) {
+        for notify in self.targeted.values().filter_map(Weak::upgrade) {
+            notify.notify_waiters();
+        }
     }
 }
 
@@ -181,6 +244,7 @@ impl Drop for Listening {
                 return;
             };
             entry.listeners -= 1;
+            entry.targeted.retain(|_, notify| notify.strong_count() > 0);
             if entry.listeners > 0 {
                 return;
             }

@@ -7,28 +7,99 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// KEYS: lock, fence. ARGV: owner, ttl ms, fence counter ttl ms.
+/// The line of waiters, shared by ACQUIRE and RELEASE. KEYS[3]: the queue (owner
+/// by arrival, server µs), KEYS[4]: the places (owner by when its place lapses,
+/// server ms), KEYS[5]: the reservation (the waiter a release handed the key to).
+const LINE: &str = r#"
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+-- Drops the waiters whose place lapsed (they stopped refreshing it: gone).
+local function purge(now_ms)
+  local lapsed = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'LIMIT', 0, 100)
+  if #lapsed > 0 then
+    redis.call('ZREM', KEYS[3], unpack(lapsed))
+    redis.call('ZREM', KEYS[4], unpack(lapsed))
+  end
+end
+-- Joins the line at its end, or refreshes the place held in it.
+local function join(owner, us, place_ms)
+  if not redis.call('ZSCORE', KEYS[3], owner) then
+    redis.call('ZADD', KEYS[3], us, owner)
+  end
+  redis.call('ZADD', KEYS[4], math.floor(us / 1000) + place_ms, owner)
+  redis.call('PEXPIRE', KEYS[3], place_ms * 2)
+  redis.call('PEXPIRE', KEYS[4], place_ms * 2)
+end
+local function leave(owner)
+  redis.call('ZREM', KEYS[3], owner)
+  redis.call('ZREM', KEYS[4], owner)
+end
+-- Hands the free key to the head of the line, if any, for its place's time, and
+-- wakes it (its client listens on the channel while it waits). Returns the head.
+local function hand_over(channel, place_ms)
+  purge(math.floor(now_us() / 1000))
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  if head then
+    redis.call('SET', KEYS[5], head, 'PX', place_ms)
+    redis.call('PUBLISH', channel, head)
+  end
+  return head
+end
+"#;
+
+/// KEYS: lock, fence, queue, places, reserved. ARGV: owner, ttl ms, fence counter
+/// ttl ms, 1 to wait in line (0: take the key only if free and nobody waits),
+/// place ttl ms.
 /// Returns `{1, token}` when granted (also to a retry by the same owner, the token
-/// then read back as text), `{0, pttl}` when held by another; an error naming the
-/// type if a key holds something else. Nothing is written before every check passed.
+/// then read back as text), `{0, ms}` when busy, with how long until it is worth
+/// trying again; an error naming the type if a key holds something else. Nothing
+/// is written before every check passed.
 /// A token is the larger of the server clock in µs and the counter plus one, so a
 /// counter restored from an old snapshot never reissues a token.
+/// The key goes to waiters in the order they joined the line: a free key with a
+/// line goes to its head (or the waiter a release reserved it for), and anyone else
+/// joins the line, or refreshes its place in it.
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+    Script::new(&format!(
+        r#"{LINE}
 local function conflict(key, what)
   return redis.error_reply('DLOCK_CONFLICT ' .. key .. ' holds a ' .. redis.call('TYPE', key).ok .. ', not ' .. what)
 end
+local owner, in_line, place_ms = ARGV[1], ARGV[4] == '1', tonumber(ARGV[5])
 local holder = redis.pcall('GET', KEYS[1])
 if type(holder) == 'table' and holder.err then
   return conflict(KEYS[1], 'a lock')
 end
-if holder == ARGV[1] then
+if holder == owner then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, redis.call('GET', KEYS[2])}
+  return {{1, redis.call('GET', KEYS[2])}}
 end
+local us = now_us()
 if holder then
-  return {0, redis.call('PTTL', KEYS[1])}
+  local left = redis.call('PTTL', KEYS[1])
+  if in_line then
+    join(owner, us, place_ms)
+    return {{0, math.min(left, math.floor(place_ms / 3))}}
+  end
+  return {{0, left}}
+end
+if redis.call('EXISTS', KEYS[3], KEYS[5]) > 0 then
+  -- Free, but someone waits: only the waiter it was handed to, or else the head
+  -- of the line, may take it.
+  purge(math.floor(us / 1000))
+  local reserved = redis.call('GET', KEYS[5])
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  local mine = reserved == owner or (not reserved and (head == nil or head == owner))
+  if not mine then
+    if in_line then
+      join(owner, us, place_ms)
+    end
+    return {{0, math.floor(place_ms / 3)}}
+  end
+  redis.call('DEL', KEYS[5])
+  leave(owner)
 end
 local counter = redis.pcall('GET', KEYS[2])
 if type(counter) == 'table' and counter.err then
@@ -38,8 +109,7 @@ end
 -- a counter that is missing, or older than the tokens issued (restored from a
 -- snapshot, an AOF written every second, a promoted replica), still restarts above
 -- every token issued before, as long as the server clock does not go back.
-local now = redis.call('TIME')
-local token = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local token = us
 if counter then
   local last = tonumber(counter)
   if not last then
@@ -50,13 +120,13 @@ if counter then
   end
 end
 redis.call('SET', KEYS[2], string.format('%.0f', token), 'PX', ARGV[3])
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
 -- An integer reply: exact while tokens stay below 2^53 (microseconds since 1970
 -- reach that in the year 2255). Never tostring() it: Lua prints large numbers
 -- with exponents.
-return {1, token}
-"#,
-    )
+return {{1, token}}
+"#
+    ))
 });
 
 /// KEYS: lock, fence. ARGV: owner, token (decimal), fence counter ttl ms.
@@ -158,22 +228,34 @@ return 0
     )
 });
 
-/// KEYS: lock. ARGV: owner, release channel. Returns 1 if released, 0 if not held
-/// by owner. Announces the release only where a client waits on the key (its
-/// channel has a subscriber): no fan-out to idle clients, nothing when nobody waits.
+/// KEYS: lock, fence, queue, places, reserved. ARGV: owner, release channel, place
+/// ttl ms. Returns `{1, head}` if released, `{0, head}` if not held by owner, where
+/// `head` is the waiter the key was handed to ('' for none).
+/// A holder's release hands the key to the head of the line and wakes it alone;
+/// with nobody in line, it announces the release only where a client listens (a
+/// Redlock waiter): no fan-out to idle clients, nothing when nobody waits. A
+/// waiter's release leaves the line, and passes a key reserved for it on.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+    Script::new(&format!(
+        r#"{LINE}
+local owner, channel, place_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('GET', KEYS[1]) == owner then
   redis.call('DEL', KEYS[1])
-  if redis.call('PUBSUB', 'NUMSUB', ARGV[2])[2] > 0 then
-    redis.call('PUBLISH', ARGV[2], '')
+  local head = redis.call('EXISTS', KEYS[3]) > 0 and hand_over(channel, place_ms)
+  if not head and redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
+    redis.call('PUBLISH', channel, '')
   end
-  return 1
+  return {{1, head or ''}}
 end
-return 0
-"#,
-    )
+leave(owner)
+local head = false
+if redis.call('GET', KEYS[5]) == owner then
+  redis.call('DEL', KEYS[5])
+  head = hand_over(channel, place_ms)
+end
+return {{0, head or ''}}
+"#
+    ))
 });
 
 /// The gate's admission check, shared by its scripts: returns `{0, highest}` from

@@ -1144,3 +1144,56 @@ pub async fn inspect_shows_the_holder_without_taking_it(h: &dyn Harness) -> Chec
     assert!(err.is_invalid_input(), "{err:?}");
     Ok(())
 }
+
+/// 2, FIFO: a waiter that is gone without a word (its process died: nothing of it
+/// runs any more, not even its drop) loses its place, and the waiters behind it get
+/// the key; it blocks the line for a bounded time, not for ever.
+pub async fn abandoned_waiter_does_not_block_the_line(h: &dyn Harness) -> Checked {
+    let (a, caps) = setup(h).await;
+    if !caps.fifo {
+        return Err(NotApplicable("the backend does not promise FIFO order"));
+    }
+    if a.tracker().is_none() {
+        // In one process a waiter cannot vanish without its drop running.
+        return Err(NotApplicable(
+            "an in-process backend's waiters cannot vanish",
+        ));
+    }
+    let key = unique_key("abandoned-waiter");
+    let ttl = long_ttl(&caps);
+    let mut lease = a.acquire(&key, Acquire::ttl(ttl)).await.expect("acquire");
+    // B queues, then vanishes: its acquisition is never polled or dropped again.
+    let b = h.client().await;
+    // A short TTL: a backend may keep a waiter's place as long as its lease.
+    let gone_ttl = caps.fit_ttl(Duration::from_secs(3));
+    let mut gone = Box::pin(b.acquire(&key, Acquire::ttl(gone_ttl)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut gone)
+            .await
+            .is_err(),
+        "b was granted a held key"
+    );
+    std::mem::forget(gone);
+    // C queues behind it.
+    let c = h.client().await;
+    let next = tokio::spawn({
+        let key = key.clone();
+        async move { c.acquire(&key, Acquire::ttl(ttl)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let released = Instant::now();
+    lease.release().await.expect("release");
+    let mut next = tokio::time::timeout(Duration::from_secs(60), next)
+        .await
+        .expect("the waiter behind a vanished one never got the key")
+        .expect("task")
+        .expect("acquire");
+    let took = released.elapsed();
+    let bound = Duration::from_secs(8) + caps.expiry_slack(gone_ttl);
+    assert!(
+        took < bound,
+        "the vanished waiter blocked the line for {took:?} (more than {bound:?})"
+    );
+    next.release().await.expect("release");
+    Ok(())
+}

@@ -127,6 +127,7 @@ macro_rules! for_each_conformance_case {
             with_lock_returns_and_releases,
             with_lock_cancels_work_when_lost,
             fifo_waiters_are_served_in_order,
+            abandoned_waiter_does_not_block_the_line,
             shutdown_frees_leases_and_ends_waiters,
             inspect_shows_the_holder_without_taking_it,
             election_hands_over_and_everyone_sees_the_leader,
