@@ -39,16 +39,19 @@ impl KeyLayout {
     }
 
     /// The waiters in line for `key`, scored by arrival (server µs).
+    #[cfg(test)]
     pub(crate) fn queue(&self, key: &LockKey) -> String {
         self.tagged("queue", key.as_str())
     }
 
     /// When each waiter's place lapses unless refreshed (server ms).
+    #[cfg(test)]
     pub(crate) fn places(&self, key: &LockKey) -> String {
         self.tagged("places", key.as_str())
     }
 
     /// The waiter a release handed `key` to, until it claims it or its place lapses.
+    #[cfg(test)]
     pub(crate) fn reserved(&self, key: &LockKey) -> String {
         self.tagged("reserved", key.as_str())
     }
@@ -63,6 +66,18 @@ impl KeyLayout {
 
     pub(crate) fn released_channel(&self, key: &LockKey) -> String {
         self.tagged("released", key.as_str())
+    }
+
+    /// A client's own channel, where releases name the waiter of this client they
+    /// handed a key to.
+    pub(crate) fn client_channel(&self, client: &str) -> String {
+        self.tagged("client", client)
+    }
+
+    /// What a client's channel name starts with: the scripts append the client
+    /// id and `}`.
+    pub(crate) fn client_channel_prefix(&self) -> String {
+        format!("{}client:{{", self.base)
     }
 
     /// The release channel of a key already escaped (see [`escape`]).
@@ -83,14 +98,49 @@ impl KeyLayout {
             .strip_suffix('}')
     }
 
+    /// The five keys the acquire and release scripts touch (lock, fence, queue,
+    /// places, reserved), in one allocation: they are on every call's path.
+    pub(crate) fn script_keys(&self, key: &LockKey) -> ScriptKeys {
+        let mut text = String::with_capacity(5 * (self.base.len() + key.as_str().len() + 12));
+        let mut ends = [0; 5];
+        for (end, kind) in ends
+            .iter_mut()
+            .zip(["lock", "fence", "queue", "places", "reserved"])
+        {
+            self.tagged_into(kind, key.as_str(), &mut text);
+            *end = text.len();
+        }
+        ScriptKeys { text, ends }
+    }
+
     fn tagged(&self, kind: &str, key: &str) -> String {
         let mut out = String::with_capacity(self.base.len() + kind.len() + key.len() + 4);
+        self.tagged_into(kind, key, &mut out);
+        out
+    }
+
+    fn tagged_into(&self, kind: &str, key: &str, out: &mut String) {
         out.push_str(&self.base);
         out.push_str(kind);
         out.push_str(":{");
-        escape_into(key, &mut out);
+        escape_into(key, out);
         out.push('}');
-        out
+    }
+}
+
+/// The keys of [`KeyLayout::script_keys`], back to back in one string.
+pub(crate) struct ScriptKeys {
+    text: String,
+    ends: [usize; 5],
+}
+
+impl ScriptKeys {
+    /// The keys in the scripts' order: lock, fence, queue, places, reserved.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends)
+            .map(|(start, end)| &self.text[start..end])
     }
 }
 
@@ -140,6 +190,19 @@ mod tests {
         let channel = layout.released_channel(&key("x}y"));
         assert_eq!(layout.escaped_key_of_channel(&channel), Some("x%7Dy"));
         assert_eq!(layout.released_channel_of_escaped("x%7Dy"), channel);
+        let k = key("o}1");
+        let script_keys = layout.script_keys(&k);
+        let keys: Vec<&str> = script_keys.all().collect();
+        assert_eq!(
+            keys,
+            [
+                layout.lock(&k),
+                layout.fence(&k),
+                layout.queue(&k),
+                layout.places(&k),
+                layout.reserved(&k)
+            ]
+        );
         assert_eq!(layout.escaped_key_of_channel("other:released:{x}"), None);
     }
 

@@ -109,18 +109,16 @@ impl Lock for RedisLock {
                 },
             });
         }
-        // Waiters of every client wait in the key's line on the server. Armed before
-        // the script where this client listens to the key already, so a release
-        // handing the key to this waiter right after it is not missed; otherwise it
-        // listens once the key is found busy (the uncontended path never does).
-        let armed = node.armed_for(req.key, req.owner);
+        // Waiters of every client wait in the key's line on the server; a release
+        // handing the key to this one wakes it through this client's channel (even
+        // a notice that arrives before the answer below).
         match node.acquire_in_line(req.key, req.owner, req.ttl).await? {
             NodeGrant::Granted(fence) => Ok(Attempt::Acquired {
                 fence,
                 valid_from: None,
             }),
             NodeGrant::Held(retry_after) => Ok(Attempt::Busy {
-                wake: Some(armed.unwrap_or_else(|| node.listen_for(req.key, req.owner))),
+                wake: Some(node.turn(req.owner)),
                 retry_after,
             }),
         }

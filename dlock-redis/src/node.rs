@@ -34,6 +34,10 @@ pub struct RedisNode {
 
 struct Inner {
     conn: ConnectionManager,
+    /// This client's id: its waiters in a key's line are woken on its own channel.
+    client: String,
+    /// What every client's channel name starts with, for the release script.
+    client_prefix: String,
     /// Release notices, through a second connection that subscribes to the keys
     /// this client waits on.
     notifier: Arc<ReleaseNotifier>,
@@ -77,7 +81,10 @@ impl RedisNode {
             ConnectionManager::new_with_config(client(&config, false)?, manager_config.clone())
                 .await
                 .map_err(|e| from_redis(None, e))?;
-        let (notifier, subscriptions) = ReleaseNotifier::new(config.layout.clone());
+        let client_id = OwnerId::random().to_hex();
+        let client_channel = config.layout.client_channel(&client_id);
+        let (notifier, subscriptions) =
+            ReleaseNotifier::new(config.layout.clone(), client_channel.clone());
         // Weak: the connection must not keep the notifier, which keeps the task that
         // owns the connection, alive after the lock is dropped.
         let push_target = Arc::downgrade(&notifier);
@@ -89,14 +96,22 @@ impl RedisNode {
                 Ok::<(), redis::aio::SendError>(())
             })
             .set_automatic_resubscription();
-        let subscriber =
+        let mut subscriber =
             ConnectionManager::new_with_config(client(&config, true)?, subscriber_config)
                 .await
                 .map_err(|e| from_redis(None, e))?;
+        // Before any attempt: a waiter's turn is never announced to a client that
+        // does not listen yet.
+        subscriber
+            .subscribe(&client_channel)
+            .await
+            .map_err(|e| from_redis(None, e))?;
         tokio::spawn(subscriptions.run(subscriber));
         Ok(RedisNode {
             inner: Arc::new(Inner {
                 conn,
+                client: client_id,
+                client_prefix: config.layout.client_channel_prefix(),
                 notifier,
                 config,
             }),
@@ -114,19 +129,15 @@ impl RedisNode {
     /// lookup. Arm it before sending an attempt, so a release right after the
     /// attempt is not missed.
     pub fn armed(&self, key: &LockKey) -> Option<WakeSignal> {
-        self.inner.notifier.armed(key, None)
+        self.inner.notifier.armed(key)
     }
 
-    /// [`armed`](Self::armed) for a waiter in the key's line: it fires only at a
-    /// release that hands the key to `owner` (or names nobody).
-    pub(crate) fn armed_for(&self, key: &LockKey, owner: &OwnerId) -> Option<WakeSignal> {
-        self.inner.notifier.armed(key, Some(owner))
-    }
-
-    /// [`listen`](Self::listen) for a waiter in the key's line; see
-    /// [`armed_for`](Self::armed_for).
-    pub(crate) fn listen_for(&self, key: &LockKey, owner: &OwnerId) -> WakeSignal {
-        self.inner.notifier.listen(key, Some(owner))
+    /// A signal that fires when a release hands a key to `owner`, a waiter in the
+    /// key's line ([`acquire_in_line`](Self::acquire_in_line)): one message, to this
+    /// client alone. Take it once an attempt found the key busy; a notice that came
+    /// before fires it at once.
+    pub fn turn(&self, owner: &OwnerId) -> WakeSignal {
+        self.inner.notifier.turn(owner)
     }
 
     /// A signal that fires at the next release of `key` on this node published after
@@ -134,7 +145,7 @@ impl RedisNode {
     /// subscribed to the key's releases, it subscribes, and the signal fires once
     /// the server confirmed it instead, so the caller tries again.
     pub fn listen(&self, key: &LockKey) -> WakeSignal {
-        self.inner.notifier.listen(key, None)
+        self.inner.notifier.listen(key)
     }
 
     /// Takes `key` for `owner` for `ttl` if it is free and nobody waits in line for
@@ -170,18 +181,18 @@ impl RedisNode {
         ttl: Duration,
         in_line: bool,
     ) -> Result<NodeGrant, Error> {
-        let layout = self.layout();
-        let reply: Value = scripts::ACQUIRE
-            .key(layout.lock(key))
-            .key(layout.fence(key))
-            .key(layout.queue(key))
-            .key(layout.places(key))
-            .key(layout.reserved(key))
+        let keys = self.layout().script_keys(key);
+        let mut invocation = scripts::ACQUIRE.prepare_invoke();
+        for k in keys.all() {
+            invocation.key(k);
+        }
+        let reply: Value = invocation
             .arg(owner.to_hex())
             .arg(millis(ttl))
             .arg(millis(FENCE_COUNTER_TTL.max(ttl)))
             .arg(if in_line { "1" } else { "0" })
             .arg(millis(PLACE_TTL))
+            .arg(&self.inner.client)
             .invoke_async(&mut self.connection())
             .await
             .map_err(|e| from_redis(Some(key.as_str()), e))?;
@@ -292,22 +303,26 @@ impl RedisNode {
     /// did not hold it. A waiter's release gives up its place in line.
     pub async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
         let layout = self.layout();
-        let (released, head): (i64, String) = scripts::RELEASE
-            .key(layout.lock(key))
-            .key(layout.fence(key))
-            .key(layout.queue(key))
-            .key(layout.places(key))
-            .key(layout.reserved(key))
+        let keys = layout.script_keys(key);
+        let mut invocation = scripts::RELEASE.prepare_invoke();
+        for k in keys.all() {
+            invocation.key(k);
+        }
+        let (released, head): (i64, String) = invocation
             .arg(owner.to_hex())
             .arg(layout.released_channel(key))
             .arg(millis(PLACE_TTL))
+            .arg(&self.inner.client)
+            .arg(&self.inner.client_prefix)
             .invoke_async(&mut self.connection())
             .await
             .map_err(|e| from_redis(Some(key.as_str()), e))?;
-        if !head.is_empty() {
-            // The next holder may be a waiter of this client: woken now, without
+        if let Some((owner, client)) = head.split_once('@')
+            && client == self.inner.client
+        {
+            // The next holder is a waiter of this client: woken now, without
             // waiting for the server's notice to come round.
-            self.inner.notifier.wake_owner(key, &head);
+            self.inner.notifier.wake_owner(owner);
         }
         Ok(released == 1)
     }

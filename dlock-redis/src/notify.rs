@@ -1,10 +1,13 @@
-//! Release notifications, sent only to the clients waiting on the key.
+//! Release notices, sent only to the clients that wait.
 //!
-//! A client subscribes to a key's release channel while one of its waiters waits on
-//! that key (and a moment longer, so a waiter's next attempt finds it subscribed),
-//! and the release script publishes only when the channel has a subscriber: a
-//! release costs the same with one connected client or hundreds, and sends nothing
-//! when nobody waits.
+//! A waiter in a key's line (dlock-redis's) is woken through its client's own
+//! channel, which the client subscribes to once, at connect: a release that hands
+//! the key to a waiter publishes one message, to that waiter's client, naming it.
+//! A listener for any release (a Redlock waiter, which does not queue) subscribes to
+//! the key's release channel while it waits (and a moment longer, so its next
+//! attempt finds it subscribed), and a release with nobody in line publishes there
+//! only if someone listens. A release costs the same with one connected client or
+//! hundreds, and sends nothing when nobody waits.
 
 use std::{
     collections::HashMap,
@@ -28,15 +31,29 @@ pub(crate) struct ReleaseNotifier {
     layout: KeyLayout,
     waiting: Mutex<HashMap<String, Entry>>,
     commands: mpsc::UnboundedSender<Command>,
+    /// This client's own channel, where a release names the waiter it handed a
+    /// key to.
+    client_channel: String,
+    /// This client's waiters in line, and notices that came before their waiter
+    /// listened.
+    turns: Mutex<Turns>,
 }
 
+/// Waiters in line by owner id (hex), and the owners named by notices that found
+/// no waiter listening yet: a waiter listens only once its attempt found the key
+/// busy, and the notice handing it the key may come before that.
+#[derive(Default)]
+struct Turns {
+    waiting: HashMap<String, Weak<Notify>>,
+    early: std::collections::VecDeque<String>,
+}
+
+/// How many early notices are kept: more than the waiters one client has in the
+/// moment between an attempt's answer and its listening.
+const EARLY_NOTICES: usize = 256;
+
 struct Entry {
-    /// Woken by every notice: listeners for any release (Redlock's waiters).
     notify: Arc<Notify>,
-    /// Woken by the notices that name them (a release handing the key to this
-    /// waiter), and by the ones that name nobody: listeners in the key's line, by
-    /// owner id (hex).
-    targeted: HashMap<String, Weak<Notify>>,
     /// Listeners alive now.
     listeners: usize,
     /// Bumped by every new listener: an unsubscribe planned before it is void.
@@ -54,12 +71,14 @@ enum Command {
 impl ReleaseNotifier {
     /// A notifier whose subscriptions go through `subscriber` (once it is handed
     /// over with [`run`]).
-    pub(crate) fn new(layout: KeyLayout) -> (Arc<Self>, Subscriptions) {
+    pub(crate) fn new(layout: KeyLayout, client_channel: String) -> (Arc<Self>, Subscriptions) {
         let (commands, queue) = mpsc::unbounded_channel();
         let notifier = Arc::new(ReleaseNotifier {
             layout,
             waiting: Mutex::default(),
             commands,
+            client_channel,
+            turns: Mutex::default(),
         });
         let subscriptions = Subscriptions {
             notifier: Arc::downgrade(&notifier),
@@ -72,11 +91,7 @@ impl ReleaseNotifier {
     /// if this client is subscribed to the key already (a waiter of it waits, or did
     /// a moment ago); `None` otherwise, at the cost of one lookup. Arm it before an
     /// attempt, and [`listen`](Self::listen) after one that found the key busy.
-    pub(crate) fn armed(
-        self: &Arc<Self>,
-        key: &LockKey,
-        owner: Option<&OwnerId>,
-    ) -> Option<WakeSignal> {
+    pub(crate) fn armed(self: &Arc<Self>, key: &LockKey) -> Option<WakeSignal> {
         let escaped = escape(key.as_str());
         {
             let waiting = self.waiting();
@@ -85,46 +100,30 @@ impl ReleaseNotifier {
                 return None;
             }
         }
-        Some(self.listen_escaped(escaped, owner))
+        Some(self.listen_escaped(escaped))
     }
 
-    /// A signal that fires at the next release of `key` published after this call;
-    /// with an `owner`, only at a release that hands the key to that waiter (or
-    /// names nobody). Where this client was not subscribed to the key yet, it
-    /// subscribes, and the signal fires once the server confirmed it, so the caller
-    /// tries again: a release between its attempt and the subscription is not missed.
-    pub(crate) fn listen(self: &Arc<Self>, key: &LockKey, owner: Option<&OwnerId>) -> WakeSignal {
-        self.listen_escaped(escape(key.as_str()), owner)
+    /// A signal that fires at the next release of `key` published after this call.
+    /// Where this client was not subscribed to the key yet, it subscribes, and the
+    /// signal fires once the server confirmed it, so the caller tries again: a
+    /// release between its attempt and the subscription is not missed.
+    pub(crate) fn listen(self: &Arc<Self>, key: &LockKey) -> WakeSignal {
+        self.listen_escaped(escape(key.as_str()))
     }
 
-    fn listen_escaped(self: &Arc<Self>, escaped: String, owner: Option<&OwnerId>) -> WakeSignal {
+    fn listen_escaped(self: &Arc<Self>, escaped: String) -> WakeSignal {
         let (notify, mut ready, new) = {
             let mut waiting = self.waiting();
             let new = !waiting.contains_key(&escaped);
             let entry = waiting.entry(escaped.clone()).or_insert_with(|| Entry {
                 notify: Arc::new(Notify::new()),
-                targeted: HashMap::new(),
                 listeners: 0,
                 generation: 0,
                 ready: watch::Sender::new(false),
             });
             entry.listeners += 1;
             entry.generation += 1;
-            let notify = match owner {
-                None => Arc::clone(&entry.notify),
-                Some(owner) => {
-                    let hex = owner.to_hex();
-                    match entry.targeted.get(&hex).and_then(Weak::upgrade) {
-                        Some(notify) => notify,
-                        None => {
-                            let notify = Arc::new(Notify::new());
-                            entry.targeted.insert(hex, Arc::downgrade(&notify));
-                            notify
-                        }
-                    }
-                }
-            };
-            (notify, entry.ready.subscribe(), new)
+            (Arc::clone(&entry.notify), entry.ready.subscribe(), new)
         };
         if new {
             let _ = self.commands.send(Command::Subscribe(escaped.clone()));
@@ -148,17 +147,46 @@ impl ReleaseNotifier {
         })
     }
 
-    /// Wakes this client's waiter `owner` (hex) on `key`, if it has one: a release
-    /// by this client handed the key to it.
-    pub(crate) fn wake_owner(&self, key: &LockKey, owner: &str) {
-        let escaped = escape(key.as_str());
-        let notify = self
-            .waiting()
-            .get(&escaped)
-            .and_then(|entry| entry.targeted.get(owner))
-            .and_then(Weak::upgrade);
-        if let Some(notify) = notify {
-            notify.notify_waiters();
+    /// A signal that fires when a release hands a key to `owner`, this client's
+    /// waiter in the key's line, or when the client's channel was subscribed again
+    /// after a reconnect (a notice may have been missed). Take it once the attempt
+    /// found the key busy: a notice that came before fires it at once.
+    pub(crate) fn turn(self: &Arc<Self>, owner: &OwnerId) -> WakeSignal {
+        let hex = owner.to_hex();
+        let notify = Arc::new(Notify::new());
+        let mut notified = Box::pin(Arc::clone(&notify).notified_owned());
+        notified.as_mut().enable();
+        {
+            let mut turns = self.turns();
+            if let Some(at) = turns.early.iter().position(|early| *early == hex) {
+                turns.early.remove(at);
+                return Box::pin(std::future::ready(()));
+            }
+            turns.waiting.insert(hex.clone(), Arc::downgrade(&notify));
+        }
+        let guard = Turn {
+            notifier: Arc::clone(self),
+            hex,
+            _notify: notify,
+        };
+        Box::pin(async move {
+            notified.await;
+            drop(guard);
+        })
+    }
+
+    /// Wakes this client's waiter `owner` (hex), or keeps the notice for it if it
+    /// does not listen yet.
+    pub(crate) fn wake_owner(&self, owner: &str) {
+        let mut turns = self.turns();
+        match turns.waiting.get(owner).and_then(Weak::upgrade) {
+            Some(notify) => notify.notify_waiters(),
+            None => {
+                if turns.early.len() >= EARLY_NOTICES {
+                    turns.early.pop_front();
+                }
+                turns.early.push_back(owner.to_owned());
+            }
         }
     }
 
@@ -172,41 +200,54 @@ impl ReleaseNotifier {
     }
 
     fn on_message(&self, data: &[Value]) {
-        // MESSAGE data: channel, payload (the waiter the key was handed to, or
-        // nothing).
+        // MESSAGE data: channel, payload.
+        if self.is_client_channel(data) {
+            if let Some(Value::BulkString(owner)) = data.get(1)
+                && let Ok(owner) = std::str::from_utf8(owner)
+            {
+                self.wake_owner(owner);
+            }
+            return;
+        }
         let Some(escaped) = self.escaped_key(data) else {
             return;
         };
-        let payload = match data.get(1) {
-            Some(Value::BulkString(payload)) => payload.as_slice(),
-            _ => &[],
-        };
-        let waiting = self.waiting();
-        let Some(entry) = waiting.get(escaped) else {
-            return;
-        };
-        entry.notify.notify_waiters();
-        if payload.is_empty() {
-            entry.wake_all();
-        } else if let Some(notify) = std::str::from_utf8(payload)
-            .ok()
-            .and_then(|owner| entry.targeted.get(owner))
-            .and_then(Weak::upgrade)
-        {
+        let notify = self.waiting().get(escaped).map(|e| Arc::clone(&e.notify));
+        if let Some(notify) = notify {
             notify.notify_waiters();
         }
     }
 
     /// A subscription the server confirmed, first or again after a reconnect.
     fn on_subscribed(&self, data: &[Value]) {
+        if self.is_client_channel(data) {
+            // Again after a reconnect: a hand-over may have been missed meanwhile.
+            let turns: Vec<_> = self
+                .turns()
+                .waiting
+                .values()
+                .filter_map(Weak::upgrade)
+                .collect();
+            for notify in turns {
+                notify.notify_waiters();
+            }
+            return;
+        }
         if let Some(escaped) = self.escaped_key(data)
             && let Some(entry) = self.waiting().get(escaped)
         {
             entry.ready.send_replace(true);
             // Whatever was released while the connection was down is seen now.
             entry.notify.notify_waiters();
-            entry.wake_all();
         }
+    }
+
+    fn is_client_channel(&self, data: &[Value]) -> bool {
+        matches!(data.first(), Some(Value::BulkString(channel)) if channel.as_slice() == self.client_channel.as_bytes())
+    }
+
+    fn turns(&self) -> MutexGuard<'_, Turns> {
+        self.turns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn escaped_key<'a>(&self, data: &'a [Value]) -> Option<&'a str> {
@@ -222,11 +263,16 @@ impl ReleaseNotifier {
     }
 }
 
-impl Entry {
-    fn wake_all(&self) {
-        for notify in self.targeted.values().filter_map(Weak::upgrade) {
-            notify.notify_waiters();
-        }
+/// A waiter's turn signal alive: its owner stays registered.
+struct Turn {
+    notifier: Arc<ReleaseNotifier>,
+    hex: String,
+    _notify: Arc<Notify>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.notifier.turns().waiting.remove(&self.hex);
     }
 }
 
@@ -244,7 +290,6 @@ impl Drop for Listening {
                 return;
             };
             entry.listeners -= 1;
-            entry.targeted.retain(|_, notify| notify.strong_count() > 0);
             if entry.listeners > 0 {
                 return;
             }

@@ -37,13 +37,17 @@ local function leave(owner)
   redis.call('ZREM', KEYS[4], owner)
 end
 -- Hands the free key to the head of the line, if any, for its place's time, and
--- wakes it (its client listens on the channel while it waits). Returns the head.
-local function hand_over(channel, place_ms)
+-- wakes it: one message, on its client's channel (`prefix .. client .. '}'`),
+-- naming it. A waiter in line is `owner@client`. Returns the head.
+local function hand_over(prefix, place_ms)
   purge(math.floor(now_us() / 1000))
   local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
   if head then
     redis.call('SET', KEYS[5], head, 'PX', place_ms)
-    redis.call('PUBLISH', channel, head)
+    local at = string.find(head, '@', 1, true)
+    if at then
+      redis.call('PUBLISH', prefix .. string.sub(head, at + 1) .. '}', string.sub(head, 1, at - 1))
+    end
   end
   return head
 end
@@ -51,7 +55,7 @@ end
 
 /// KEYS: lock, fence, queue, places, reserved. ARGV: owner, ttl ms, fence counter
 /// ttl ms, 1 to wait in line (0: take the key only if free and nobody waits),
-/// place ttl ms.
+/// place ttl ms, the client's id (whose channel wakes the owner when its turn comes).
 /// Returns `{1, token}` when granted (also to a retry by the same owner, the token
 /// then read back as text), `{0, ms}` when busy, with how long until it is worth
 /// trying again; an error naming the type if a key holds something else. Nothing
@@ -63,11 +67,37 @@ end
 /// joins the line, or refreshes its place in it.
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{LINE}
+        r#"
 local function conflict(key, what)
   return redis.error_reply('DLOCK_CONFLICT ' .. key .. ' holds a ' .. redis.call('TYPE', key).ok .. ', not ' .. what)
 end
-local owner, in_line, place_ms = ARGV[1], ARGV[4] == '1', tonumber(ARGV[5])
+-- Every token is at least the server clock in microseconds (exact below 2^53), so
+-- a counter that is missing, or older than the tokens issued (restored from a
+-- snapshot, an AOF written every second, a promoted replica), still restarts above
+-- every token issued before, as long as the server clock does not go back.
+local function grant(owner, us)
+  local counter = redis.pcall('GET', KEYS[2])
+  if type(counter) == 'table' and counter.err then
+    return conflict(KEYS[2], 'a fence counter')
+  end
+  local token = us
+  if counter then
+    local last = tonumber(counter)
+    if not last then
+      return conflict(KEYS[2], 'a fence counter')
+    end
+    if last >= token then
+      token = last + 1
+    end
+  end
+  redis.call('SET', KEYS[2], string.format('%.0f', token), 'PX', ARGV[3])
+  redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
+  -- An integer reply: exact while tokens stay below 2^53 (microseconds since 1970
+  -- reach that in the year 2255). Never tostring() it: Lua prints large numbers
+  -- with exponents.
+  return {{1, token}}
+end
+local owner, in_line = ARGV[1], ARGV[4] == '1'
 local holder = redis.pcall('GET', KEYS[1])
 if type(holder) == 'table' and holder.err then
   return conflict(KEYS[1], 'a lock')
@@ -76,55 +106,39 @@ if holder == owner then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {{1, redis.call('GET', KEYS[2])}}
 end
-local us = now_us()
+if holder and not in_line then
+  return {{0, redis.call('PTTL', KEYS[1])}}
+end
+local t = redis.call('TIME')
+local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- Free, and nobody in line: the common case, without the line's machinery.
+if not holder and redis.call('EXISTS', KEYS[3], KEYS[5]) == 0 then
+  return grant(owner, us)
+end
+{LINE}
+local place_ms = tonumber(ARGV[5])
+-- In line, a waiter is `owner@client`.
+local member = owner .. '@' .. ARGV[6]
 if holder then
-  local left = redis.call('PTTL', KEYS[1])
-  if in_line then
-    join(owner, us, place_ms)
-    return {{0, math.min(left, math.floor(place_ms / 3))}}
-  end
-  return {{0, left}}
+  join(member, us, place_ms)
+  return {{0, math.min(redis.call('PTTL', KEYS[1]), math.floor(place_ms / 3))}}
 end
-if redis.call('EXISTS', KEYS[3], KEYS[5]) > 0 then
-  -- Free, but someone waits: only the waiter it was handed to, or else the head
-  -- of the line, may take it.
-  purge(math.floor(us / 1000))
-  local reserved = redis.call('GET', KEYS[5])
-  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
-  local mine = reserved == owner or (not reserved and (head == nil or head == owner))
-  if not mine then
-    if in_line then
-      join(owner, us, place_ms)
-    end
-    return {{0, math.floor(place_ms / 3)}}
-  end
+-- Free, but someone waits: only the waiter it was handed to, or else the head of
+-- the line, may take it.
+purge(math.floor(us / 1000))
+local reserved = redis.call('GET', KEYS[5])
+local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+if reserved == member or (not reserved and (head == nil or head == member)) then
   redis.call('DEL', KEYS[5])
-  leave(owner)
+  leave(member)
+  return grant(owner, us)
 end
-local counter = redis.pcall('GET', KEYS[2])
-if type(counter) == 'table' and counter.err then
-  return conflict(KEYS[2], 'a fence counter')
+if in_line then
+  join(member, us, place_ms)
 end
--- Every token is at least the server clock in microseconds (exact below 2^53), so
--- a counter that is missing, or older than the tokens issued (restored from a
--- snapshot, an AOF written every second, a promoted replica), still restarts above
--- every token issued before, as long as the server clock does not go back.
-local token = us
-if counter then
-  local last = tonumber(counter)
-  if not last then
-    return conflict(KEYS[2], 'a fence counter')
-  end
-  if last >= token then
-    token = last + 1
-  end
-end
-redis.call('SET', KEYS[2], string.format('%.0f', token), 'PX', ARGV[3])
-redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
--- An integer reply: exact while tokens stay below 2^53 (microseconds since 1970
--- reach that in the year 2255). Never tostring() it: Lua prints large numbers
--- with exponents.
-return {{1, token}}
+-- The head claims it within a round trip, or its reservation lapses: look again
+-- soon, when the key is held (and its TTL says when it frees) or is ours.
+return {{0, math.min(100, math.floor(place_ms / 3))}}
 "#
     ))
 });
@@ -229,7 +243,7 @@ return 0
 });
 
 /// KEYS: lock, fence, queue, places, reserved. ARGV: owner, release channel, place
-/// ttl ms. Returns `{1, head}` if released, `{0, head}` if not held by owner, where
+/// ttl ms, the client's id, the client channels' prefix. Returns `{1, head}` if released, `{0, head}` if not held by owner, where
 /// `head` is the waiter the key was handed to ('' for none).
 /// A holder's release hands the key to the head of the line and wakes it alone;
 /// with nobody in line, it announces the release only where a client listens (a
@@ -237,21 +251,34 @@ return 0
 /// waiter's release leaves the line, and passes a key reserved for it on.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{LINE}
-local owner, channel, place_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if redis.call('GET', KEYS[1]) == owner then
+        r#"
+local owner, channel = ARGV[1], ARGV[2]
+local released = redis.call('GET', KEYS[1]) == owner
+if released then
   redis.call('DEL', KEYS[1])
-  local head = redis.call('EXISTS', KEYS[3]) > 0 and hand_over(channel, place_ms)
+end
+-- Nobody in line: the common case, without the line's machinery.
+if released and redis.call('EXISTS', KEYS[3]) == 0 then
+  if redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
+    redis.call('PUBLISH', channel, '')
+  end
+  return {{1, ''}}
+end
+{LINE}
+local place_ms, prefix = tonumber(ARGV[3]), ARGV[5]
+local member = owner .. '@' .. ARGV[4]
+local head = false
+if released then
+  head = hand_over(prefix, place_ms)
   if not head and redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
     redis.call('PUBLISH', channel, '')
   end
   return {{1, head or ''}}
 end
-leave(owner)
-local head = false
-if redis.call('GET', KEYS[5]) == owner then
+leave(member)
+if redis.call('GET', KEYS[5]) == member then
   redis.call('DEL', KEYS[5])
-  head = hand_over(channel, place_ms)
+  head = hand_over(prefix, place_ms)
 end
 return {{0, head or ''}}
 "#
