@@ -327,14 +327,20 @@ impl RedisNode {
         Ok(released == 1)
     }
 
-    /// Deletes the lock on `key` whoever holds it, and announces the release.
+    /// Deletes the lock on `key` whoever holds it, and hands the key to the head of
+    /// its line (or announces the release to the clients that listen).
     pub async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
         let layout = self.layout();
-        let (deleted, _): (i64, i64) = redis::pipe()
-            .atomic()
-            .del(layout.lock(key))
-            .publish(layout.released_channel(key), "")
-            .query_async(&mut self.connection())
+        let keys = layout.script_keys(key);
+        let mut invocation = scripts::FORCE_RELEASE.prepare_invoke();
+        for k in keys.all() {
+            invocation.key(k);
+        }
+        let deleted: i64 = invocation
+            .arg(layout.released_channel(key))
+            .arg(millis(PLACE_TTL))
+            .arg(&self.inner.client_prefix)
+            .invoke_async(&mut self.connection())
             .await
             .map_err(|e| from_redis(Some(key.as_str()), e))?;
         Ok(deleted == 1)

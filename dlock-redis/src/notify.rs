@@ -45,7 +45,8 @@ pub(crate) struct ReleaseNotifier {
 #[derive(Default)]
 struct Turns {
     waiting: HashMap<String, Weak<Notify>>,
-    early: std::collections::VecDeque<String>,
+    /// Oldest first, with when each came: kept no longer than a place lasts.
+    early: std::collections::VecDeque<(String, std::time::Instant)>,
 }
 
 /// How many early notices are kept: more than the waiters one client has in the
@@ -158,7 +159,7 @@ impl ReleaseNotifier {
         notified.as_mut().enable();
         {
             let mut turns = self.turns();
-            if let Some(at) = turns.early.iter().position(|early| *early == hex) {
+            if let Some(at) = turns.early.iter().position(|(early, _)| *early == hex) {
                 turns.early.remove(at);
                 return Box::pin(std::future::ready(()));
             }
@@ -182,10 +183,16 @@ impl ReleaseNotifier {
         match turns.waiting.get(owner).and_then(Weak::upgrade) {
             Some(notify) => notify.notify_waiters(),
             None => {
-                if turns.early.len() >= EARLY_NOTICES {
+                let now = std::time::Instant::now();
+                while turns
+                    .early
+                    .front()
+                    .is_some_and(|(_, at)| now.duration_since(*at) > crate::PLACE_TTL)
+                    || turns.early.len() >= EARLY_NOTICES
+                {
                     turns.early.pop_front();
                 }
-                turns.early.push_back(owner.to_owned());
+                turns.early.push_back((owner.to_owned(), now));
             }
         }
     }

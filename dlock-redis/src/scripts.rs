@@ -36,16 +36,36 @@ local function leave(owner)
   redis.call('ZREM', KEYS[3], owner)
   redis.call('ZREM', KEYS[4], owner)
 end
--- Hands the free key to the head of the line, if any, for its place's time, and
--- wakes it: one message, on its client's channel (`prefix .. client .. '}'`),
--- naming it. A waiter in line is `owner@client`. Returns the head.
-local function hand_over(prefix, place_ms)
-  purge(math.floor(now_us() / 1000))
-  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+-- The head of the line and until when its place lasts (server ms), after dropping
+-- the waiters that are gone: those whose place lapsed, and any without a place, or
+-- with one further off than a place lasts (evicted, or the server clock stepped
+-- back), which would otherwise block the line for as long as others wait.
+local function live_head(now_ms, place_ms)
+  purge(now_ms)
+  for _ = 1, 100 do
+    local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+    if not head then
+      return nil
+    end
+    local until_ms = tonumber(redis.call('ZSCORE', KEYS[4], head))
+    if until_ms and until_ms <= now_ms + place_ms then
+      return head, until_ms
+    end
+    leave(head)
+  end
+  return nil
+end
+-- Hands the free key to the head of the line, if any, for as long as its place
+-- lasts, and wakes it: one message, on its client's channel (`prefix .. client ..
+-- '}'`), naming it, unless that client is the releasing one (`me`), which wakes
+-- its waiter itself. A waiter in line is `owner@client`. Returns the head.
+local function hand_over(prefix, place_ms, me)
+  local now_ms = math.floor(now_us() / 1000)
+  local head, until_ms = live_head(now_ms, place_ms)
   if head then
-    redis.call('SET', KEYS[5], head, 'PX', place_ms)
+    redis.call('SET', KEYS[5], head, 'PX', math.max(1, until_ms - now_ms))
     local at = string.find(head, '@', 1, true)
-    if at then
+    if at and string.sub(head, at + 1) ~= me then
       redis.call('PUBLISH', prefix .. string.sub(head, at + 1) .. '}', string.sub(head, 1, at - 1))
     end
   end
@@ -75,21 +95,25 @@ end
 -- a counter that is missing, or older than the tokens issued (restored from a
 -- snapshot, an AOF written every second, a promoted replica), still restarts above
 -- every token issued before, as long as the server clock does not go back.
-local function grant(owner, us)
+-- The next token, or the error for a fence key of another kind; writes nothing.
+local function next_token(us)
   local counter = redis.pcall('GET', KEYS[2])
   if type(counter) == 'table' and counter.err then
-    return conflict(KEYS[2], 'a fence counter')
+    return nil, conflict(KEYS[2], 'a fence counter')
   end
   local token = us
   if counter then
     local last = tonumber(counter)
     if not last then
-      return conflict(KEYS[2], 'a fence counter')
+      return nil, conflict(KEYS[2], 'a fence counter')
     end
     if last >= token then
       token = last + 1
     end
   end
+  return token
+end
+local function grant(owner, token)
   redis.call('SET', KEYS[2], string.format('%.0f', token), 'PX', ARGV[3])
   redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
   -- An integer reply: exact while tokens stay below 2^53 (microseconds since 1970
@@ -113,7 +137,11 @@ local t = redis.call('TIME')
 local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 -- Free, and nobody in line: the common case, without the line's machinery.
 if not holder and redis.call('EXISTS', KEYS[3], KEYS[5]) == 0 then
-  return grant(owner, us)
+  local token, err = next_token(us)
+  if not token then
+    return err
+  end
+  return grant(owner, token)
 end
 {LINE}
 local place_ms = tonumber(ARGV[5])
@@ -125,13 +153,20 @@ if holder then
 end
 -- Free, but someone waits: only the waiter it was handed to, or else the head of
 -- the line, may take it.
-purge(math.floor(us / 1000))
+local head = live_head(math.floor(us / 1000), place_ms)
 local reserved = redis.call('GET', KEYS[5])
-local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+if reserved and not redis.call('ZSCORE', KEYS[3], reserved) then
+  -- Reserved for a waiter that is gone from the line: void.
+  reserved = false
+end
 if reserved == member or (not reserved and (head == nil or head == member)) then
+  local token, err = next_token(us)
+  if not token then
+    return err
+  end
   redis.call('DEL', KEYS[5])
   leave(member)
-  return grant(owner, us)
+  return grant(owner, token)
 end
 if in_line then
   join(member, us, place_ms)
@@ -269,7 +304,7 @@ local place_ms, prefix = tonumber(ARGV[3]), ARGV[5]
 local member = owner .. '@' .. ARGV[4]
 local head = false
 if released then
-  head = hand_over(prefix, place_ms)
+  head = hand_over(prefix, place_ms, ARGV[4])
   if not head and redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
     redis.call('PUBLISH', channel, '')
   end
@@ -278,9 +313,27 @@ end
 leave(member)
 if redis.call('GET', KEYS[5]) == member then
   redis.call('DEL', KEYS[5])
-  head = hand_over(prefix, place_ms)
+  head = hand_over(prefix, place_ms, ARGV[4])
 end
 return {{0, head or ''}}
+"#
+    ))
+});
+
+/// KEYS: lock, fence, queue, places, reserved. ARGV: release channel, place ttl ms,
+/// the client channels' prefix. Deletes the lock whoever holds it and hands the key
+/// to the head of its line (or announces the release where someone listens).
+/// Returns 1 if there was a lock.
+pub(crate) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{LINE}
+local existed = redis.call('DEL', KEYS[1])
+if not hand_over(ARGV[3], tonumber(ARGV[2]), '') then
+  if redis.call('PUBSUB', 'NUMSUB', ARGV[1])[2] > 0 then
+    redis.call('PUBLISH', ARGV[1], '')
+  end
+end
+return existed
 "#
     ))
 });
