@@ -40,8 +40,11 @@ pub(crate) async fn status(args: StatusArgs) -> u8 {
             let left = h
                 .expires_in
                 .map_or("unknown".into(), |d| format!("{:.1} s", d.as_secs_f64()));
+            let value = h.value.as_ref().map_or(String::new(), |v| {
+                format!(", value {}", String::from_utf8_lossy(v))
+            });
             println!(
-                "{key}: held, fence {fence}, expires in {left}, holder {}",
+                "{key}: held, fence {fence}, expires in {left}, holder {}{value}",
                 h.id
             );
         }
@@ -50,8 +53,12 @@ pub(crate) async fn status(args: StatusArgs) -> u8 {
             let left = h
                 .expires_in
                 .map_or("null".into(), |d| d.as_millis().to_string());
+            let value = h
+                .value
+                .as_ref()
+                .map_or("null".into(), |v| json_string(&String::from_utf8_lossy(v)));
             println!(
-                "{{\"key\":{},\"held\":true,\"fence\":{fence},\"expires_in_ms\":{left},\"holder\":{}}}",
+                "{{\"key\":{},\"held\":true,\"fence\":{fence},\"expires_in_ms\":{left},\"holder\":{},\"value\":{value}}}",
                 json_string(key),
                 json_string(&h.id)
             );

@@ -111,6 +111,14 @@ async fn another_leader_is_the_conflict_code() {
     let name = new_name();
     let leader = short_elect(&url, &name, "a", "sleep 5");
     tokio::time::sleep(Duration::from_millis(700)).await;
+    // The election is a lock: status shows its leader, with the value.
+    let out = output(dlock(&url).args(["status", &format!("dlock.election/{name}")])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).trim_end().ends_with(", value a"),
+        "{}",
+        stdout(&out)
+    );
     let out = output(dlock(&url).args(["elect", "-n", &name, "--", "true"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(

@@ -17,6 +17,10 @@ use crate::{
 ///   a crowd of waiters cannot make holders lose their leases.
 /// - A full bulkhead refuses at once with [`Error::Overloaded`]; an acquire with a
 ///   wait limit backs off and tries again, as for any retryable error.
+/// - A refused attempt does not reach the backend, so it does not keep the
+///   waiter's place where the backend keeps one only while the waiter comes back
+///   (Redis's line, `PLACE_TTL`): size the bulkhead so waiters are refused for
+///   less than that, or they go to the back of the line.
 ///
 /// ```
 /// use dlock_core::{Bulkheaded, reliability::Bulkhead};

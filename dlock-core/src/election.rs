@@ -305,21 +305,21 @@ impl Election {
             waited,
             cause: None,
         };
-        let limit = match options.wait_value() {
+        let (limit, waited) = match options.wait_value() {
             Wait::Forever => return native.campaign(value, options).await,
-            Wait::For(limit) => limit,
+            Wait::For(limit) => (limit, limit),
             Wait::No => {
                 // Do not queue behind a leader; the campaign itself still takes a
-                // few round trips.
+                // few round trips, and a leader elected meanwhile is "busy" too.
                 if self.leader().await?.is_some() {
                     return Err(timeout(Duration::ZERO));
                 }
-                self.lock.operation_timeout()
+                (self.lock.operation_timeout(), Duration::ZERO)
             }
         };
         tokio::time::timeout(limit, native.campaign(value, options))
             .await
-            .map_err(|_| timeout(limit))?
+            .map_err(|_| timeout(waited))?
     }
 
     async fn campaign_on_lock(&self, value: Vec<u8>, options: Campaign) -> Result<Built, Error> {
