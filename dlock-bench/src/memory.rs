@@ -117,6 +117,29 @@ pub(crate) async fn report(config: &Config) {
     println!("        64 tasks is lock/floor at the same concurrency.");
 
     reclaim(config.reclaim_keys).await;
+    held_at_once(config.reclaim_keys).await;
+}
+
+/// Resident memory per lease held, with `n` distinct keys held at once through the
+/// public API, without keep-alive, counting the caller's `Lease` values (target
+/// 320 B).
+async fn held_at_once(n: usize) {
+    let lock: DynLock = Arc::new(MemoryLock::new());
+    // Warms the allocator and the runtime, so their first growth is not counted.
+    hold_batch(&lock, "warm-up-held", n / 10).await;
+    let keys: Vec<String> = (0..n).map(|i| format!("bench:held:{i}")).collect();
+    let mut leases = Vec::with_capacity(n);
+    let before = resident_bytes();
+    for key in &keys {
+        leases.push(lock.acquire(key, Acquire::ttl(TTL)).await.expect("acquire"));
+    }
+    let after = resident_bytes();
+    println!(
+        "
+held at once: {n} distinct keys, {:.0} B of resident memory per lease (the key strings made beforehand; target 320 B)",
+        (after.saturating_sub(before)) as f64 / n as f64
+    );
+    drop(leases);
 }
 
 /// What the backend itself costs, without the lease around it: the key, an owner,

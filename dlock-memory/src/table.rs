@@ -27,7 +27,44 @@ struct Entry {
     holder: Option<Holder>,
     /// Waiters in arrival order; only the head may take a free key, so a releaser
     /// that loops cannot barge ahead of tasks already waiting.
-    waiters: VecDeque<Waiter>,
+    waiters: Waiters,
+}
+
+/// An entry's queue, boxed: most keys never have a waiter, and a `VecDeque` kept
+/// in every entry costs 24 bytes more than the box's pointer (times the table's
+/// spare capacity). The box goes as the queue empties.
+#[derive(Default)]
+struct Waiters(Option<Box<VecDeque<Waiter>>>);
+
+impl Waiters {
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
+
+    fn front(&self) -> Option<&Waiter> {
+        self.0.as_ref()?.front()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Waiter> {
+        self.0.iter().flat_map(|q| q.iter())
+    }
+
+    fn remove(&mut self, at: usize) {
+        if let Some(q) = &mut self.0 {
+            q.remove(at);
+            if q.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    fn pop_front(&mut self) {
+        self.remove(0);
+    }
+
+    fn push_back(&mut self, waiter: Waiter) {
+        self.0.get_or_insert_with(Box::default).push_back(waiter);
+    }
 }
 
 impl Entry {
@@ -251,7 +288,7 @@ impl Table {
     }
 }
 
-fn enqueue(waiters: &mut VecDeque<Waiter>, owner: &OwnerId) -> Arc<Notify> {
+fn enqueue(waiters: &mut Waiters, owner: &OwnerId) -> Arc<Notify> {
     if let Some(w) = waiters.iter().find(|w| w.owner == *owner) {
         return Arc::clone(&w.wake);
     }
