@@ -15,6 +15,16 @@ pub(crate) const USAGE: u8 = 64;
 /// Something else failed inside dlock (sysexits' EX_SOFTWARE).
 pub(crate) const SOFTWARE: u8 = 70;
 
+/// The exit code for a backend error: usage for what the input or the backend
+/// refuses outright, unavailable for the rest.
+pub(crate) fn of_error(error: &dlock::Error) -> u8 {
+    if error.is_invalid_input() || matches!(error, dlock::Error::Unsupported { .. }) {
+        USAGE
+    } else {
+        UNAVAILABLE
+    }
+}
+
 /// The exit code that reports `status`: its code, or 128+N if signal N ended it.
 pub(crate) fn of_status(status: std::process::ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;

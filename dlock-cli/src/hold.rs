@@ -36,11 +36,7 @@ pub(crate) fn report(outcome: Result<u8, Stop>) -> u8 {
 
 /// How a backend error ends `dlock`.
 pub(crate) fn failed(error: Error) -> Stop {
-    if error.is_invalid_input() || matches!(error, Error::Unsupported { .. }) {
-        stop(exit::USAGE, error.to_string())
-    } else {
-        stop(exit::UNAVAILABLE, error.to_string())
-    }
+    stop(exit::of_error(&error), error.to_string())
 }
 
 /// The signals `dlock` passes on to the command (or exits on while waiting).

@@ -17,11 +17,7 @@ pub(crate) async fn status(args: StatusArgs) -> u8 {
     };
     let failed = |e: Error| {
         eprintln!("dlock: {e}");
-        if e.is_invalid_input() || matches!(e, Error::Unsupported { .. }) {
-            exit::USAGE
-        } else {
-            exit::UNAVAILABLE
-        }
+        exit::of_error(&e)
     };
     let lock = match dlock::connect(&url).await {
         Ok(lock) => lock,

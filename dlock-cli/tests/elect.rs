@@ -188,8 +188,7 @@ async fn bad_election_input_is_one_line_and_exit_64() {
 async fn a_deposed_leader_is_stopped_and_the_next_leads() {
     let url = shared_redis_url().await;
     let name = new_name();
-    let pids = scratch("deposed");
-    let script = format!("sleep 60 & echo $! > {p}; wait", p = pids.display());
+    let (pids, script) = sleeper_script("deposed");
     let leader = short_elect(&url, &name, "a", &script);
     let grandchild = wait_for_file(&pids).await;
     let next = short_elect(&url, &name, "b", "echo b leads");
@@ -225,8 +224,7 @@ async fn a_frozen_backend_stops_the_leader_before_its_term_could_pass() {
     let server = start_redis(RedisOptions::default()).await;
     let url = format!("redis://127.0.0.1:{}", server.port());
     let name = new_name();
-    let pids = scratch("frozen-leader");
-    let script = format!("sleep 60 & echo $! > {p}; wait", p = pids.display());
+    let (pids, script) = sleeper_script("frozen-leader");
     let leader = short_elect(&url, &name, "a", &script);
     let grandchild = wait_for_file(&pids).await;
     server.pause().await;
@@ -260,8 +258,7 @@ async fn a_frozen_backend_stops_the_leader_before_its_term_could_pass() {
 async fn a_killed_leader_is_replaced() {
     let url = shared_redis_url().await;
     let name = new_name();
-    let pids = scratch("killed-leader");
-    let script = format!("sleep 60 & echo $! > {p}; wait", p = pids.display());
+    let (pids, script) = sleeper_script("killed-leader");
     let mut leader = short_elect(&url, &name, "a", &script);
     let grandchild = wait_for_file(&pids).await;
     let next = short_elect(&url, &name, "b", "echo b leads");

@@ -312,8 +312,7 @@ async fn a_frozen_backend_stops_the_group_before_the_lease_expires() {
     let server = start_redis(RedisOptions::default()).await;
     let url = format!("redis://127.0.0.1:{}", server.port());
     let key = new_key();
-    let pids = scratch("frozen");
-    let script = format!("sleep 60 & echo $! > {p}; wait", p = pids.display());
+    let (pids, script) = sleeper_script("frozen");
     let ttl = Duration::from_secs(6);
     let running = short_lease_run(&url, &key, &script);
     let grandchild = wait_for_file(&pids).await;
@@ -342,8 +341,7 @@ async fn a_frozen_backend_stops_the_group_before_the_lease_expires() {
 async fn killing_dlock_kills_the_command() {
     let url = shared_redis_url().await;
     let key = new_key();
-    let pids = scratch("killed");
-    let script = format!("sleep 60 & echo $! > {p}; wait", p = pids.display());
+    let (pids, script) = sleeper_script("killed");
     let mut running = dlock(&url)
         .args(["run", &key, "-c", &script])
         .spawn()

@@ -207,17 +207,22 @@ impl LeaseState {
 
     /// Resolves once the lease is lost: marked lost, or past `valid_until`.
     async fn wait_lost(self: Arc<Self>) {
+        self.lost_or_within(Duration::ZERO).await;
+        if !self.is_marked_lost() {
+            self.mark_expired();
+        }
+    }
+
+    /// Resolves once the lease is marked lost, or no more than `margin` of its
+    /// validity is left.
+    async fn lost_or_within(&self, margin: Duration) {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             // Registered before the checks below, so a change between them is not missed.
             notified.as_mut().enable();
-            if self.is_marked_lost() {
-                return;
-            }
-            let until = self.valid_until();
-            if until.has_passed() {
-                self.mark_expired();
+            let until = self.valid_until().saturating_sub(margin);
+            if self.is_marked_lost() || until.has_passed() {
                 return;
             }
             tokio::select! {
@@ -607,19 +612,7 @@ impl LeaseHandle {
     /// validity is left: an election's renew deadline, which steps a leader down
     /// before another candidate can take the key.
     pub(crate) async fn lost_or_within(self, margin: Duration) {
-        loop {
-            let notified = self.state.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let until = self.state.valid_until().saturating_sub(margin);
-            if self.state.is_marked_lost() || until.has_passed() {
-                return;
-            }
-            tokio::select! {
-                () = notified => {}
-                () = clock::sleep_until(until) => {}
-            }
-        }
+        self.state.lost_or_within(margin).await;
     }
 }
 

@@ -64,6 +64,18 @@ pub enum NodeExtend {
     NotHeld(LossReason),
 }
 
+impl NodeExtend {
+    /// The owner-checked scripts' answer (EXTEND, PUBLISH): 1 done, -1 another
+    /// owner holds the key, 0 the key is gone.
+    fn from_script(answer: i64) -> Self {
+        match answer {
+            1 => NodeExtend::Extended,
+            -1 => NodeExtend::NotHeld(LossReason::Taken),
+            _ => NodeExtend::NotHeld(LossReason::Gone),
+        }
+    }
+}
+
 impl RedisNode {
     /// Connects with `config`; fails within its connect timeout if the server is
     /// unreachable, refuses the credentials, or does not speak Redis.
@@ -181,11 +193,7 @@ impl RedisNode {
         ttl: Duration,
         in_line: bool,
     ) -> Result<NodeGrant, Error> {
-        let keys = self.layout().script_keys(key);
-        let mut invocation = scripts::ACQUIRE.prepare_invoke();
-        for k in keys.all() {
-            invocation.key(k);
-        }
+        let mut invocation = self.with_line_keys(&scripts::ACQUIRE, key);
         let reply: Value = invocation
             .arg(owner.to_hex())
             .arg(millis(ttl))
@@ -247,11 +255,7 @@ impl RedisNode {
             .invoke_async(&mut self.connection())
             .await
             .map_err(|e| from_redis(Some(key.as_str()), e))?;
-        Ok(match extended {
-            1 => NodeExtend::Extended,
-            -1 => NodeExtend::NotHeld(LossReason::Taken),
-            _ => NodeExtend::NotHeld(LossReason::Gone),
-        })
+        Ok(NodeExtend::from_script(extended))
     }
 
     /// Who holds `key`, read in one script, with the value it published: it takes,
@@ -291,11 +295,7 @@ impl RedisNode {
             .invoke_async(&mut self.connection())
             .await
             .map_err(|e| from_redis(Some(key.as_str()), e))?;
-        Ok(match stored {
-            1 => NodeExtend::Extended,
-            -1 => NodeExtend::NotHeld(LossReason::Taken),
-            _ => NodeExtend::NotHeld(LossReason::Gone),
-        })
+        Ok(NodeExtend::from_script(stored))
     }
 
     /// Deletes `owner`'s hold on `key` and hands the key to the head of its line
@@ -303,11 +303,7 @@ impl RedisNode {
     /// did not hold it. A waiter's release gives up its place in line.
     pub async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
         let layout = self.layout();
-        let keys = layout.script_keys(key);
-        let mut invocation = scripts::RELEASE.prepare_invoke();
-        for k in keys.all() {
-            invocation.key(k);
-        }
+        let mut invocation = self.with_line_keys(&scripts::RELEASE, key);
         let (released, head): (i64, String) = invocation
             .arg(owner.to_hex())
             .arg(layout.released_channel(key))
@@ -331,11 +327,7 @@ impl RedisNode {
     /// its line (or announces the release to the clients that listen).
     pub async fn force_release(&self, key: &LockKey) -> Result<bool, Error> {
         let layout = self.layout();
-        let keys = layout.script_keys(key);
-        let mut invocation = scripts::FORCE_RELEASE.prepare_invoke();
-        for k in keys.all() {
-            invocation.key(k);
-        }
+        let mut invocation = self.with_line_keys(&scripts::FORCE_RELEASE, key);
         let deleted: i64 = invocation
             .arg(layout.released_channel(key))
             .arg(millis(PLACE_TTL))
@@ -357,6 +349,20 @@ impl RedisNode {
             .find_map(|line| line.strip_prefix("run_id:"))
             .map(|id| id.trim().to_owned())
             .ok_or_else(|| Error::backend("INFO server has no run_id"))
+    }
+
+    /// `script` with the keys of `key`'s lock and line, in the order the acquire and
+    /// release scripts take them (see [`KeyLayout::script_keys`]).
+    fn with_line_keys(
+        &self,
+        script: &'static redis::Script,
+        key: &LockKey,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut invocation = script.prepare_invoke();
+        for k in self.layout().script_keys(key).all() {
+            invocation.key(k);
+        }
+        invocation
     }
 
     pub(crate) fn connection(&self) -> ConnectionManager {

@@ -7,6 +7,16 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Announces a release with nobody in line on the key's channel, only if someone
+/// listens there (a Redlock waiter): nothing is published to nobody.
+const ANNOUNCE: &str = r#"
+local function announce(channel)
+  if redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
+    redis.call('PUBLISH', channel, '')
+  end
+end
+"#;
+
 /// The line of waiters, shared by ACQUIRE and RELEASE. KEYS[3]: the queue (owner
 /// by arrival, server µs), KEYS[4]: the places (owner by when its place lapses,
 /// server ms), KEYS[5]: the reservation (the waiter a release handed the key to).
@@ -286,7 +296,7 @@ return 0
 /// waiter's release leaves the line, and passes a key reserved for it on.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"
+        r#"{ANNOUNCE}
 local owner, channel = ARGV[1], ARGV[2]
 local released = redis.call('GET', KEYS[1]) == owner
 if released then
@@ -294,9 +304,7 @@ if released then
 end
 -- Nobody in line: the common case, without the line's machinery.
 if released and redis.call('EXISTS', KEYS[3]) == 0 then
-  if redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
-    redis.call('PUBLISH', channel, '')
-  end
+  announce(channel)
   return {{1, ''}}
 end
 {LINE}
@@ -305,8 +313,8 @@ local member = owner .. '@' .. ARGV[4]
 local head = false
 if released then
   head = hand_over(prefix, place_ms, ARGV[4])
-  if not head and redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0 then
-    redis.call('PUBLISH', channel, '')
+  if not head then
+    announce(channel)
   end
   return {{1, head or ''}}
 end
@@ -326,12 +334,10 @@ return {{0, head or ''}}
 /// Returns 1 if there was a lock.
 pub(crate) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{LINE}
+        r#"{ANNOUNCE}{LINE}
 local existed = redis.call('DEL', KEYS[1])
 if not hand_over(ARGV[3], tonumber(ARGV[2]), '') then
-  if redis.call('PUBSUB', 'NUMSUB', ARGV[1])[2] > 0 then
-    redis.call('PUBLISH', ARGV[1], '')
-  end
+  announce(ARGV[1])
 end
 return existed
 "#

@@ -436,34 +436,24 @@ impl Lock for RedlockLock {
                 (node.address.clone(), answer)
             })
             .collect();
-        let (mut extended, mut not_held, mut failures) = (0, 0, Vec::new());
-        // Taken if any node has another holder; otherwise the key is gone.
-        let mut why = LossReason::Gone;
+        let mut votes = OwnerVotes::new(nodes.len(), quorum);
         while let Some((address, answer)) = asks.next().await {
-            match answer {
-                Ok(NodeExtend::Extended) => extended += 1,
-                Ok(NodeExtend::NotHeld(reason)) => {
-                    not_held += 1;
-                    if reason == LossReason::Taken {
-                        why = reason;
-                    }
-                }
-                Err(e) => failures.push((address, e)),
-            }
-            if extended >= quorum {
+            votes.count(address, answer);
+            if votes.done() {
                 return Ok(());
             }
             // Never deletes anything: a failed extension leaves the lease to expire.
-            if not_held > nodes.len() - quorum {
-                return Err(Error::lease_lost(key.as_str(), why));
+            if votes.not_held() {
+                return Err(Error::lease_lost(key.as_str(), votes.why));
             }
-            if not_held + failures.len() > nodes.len() - quorum {
+            if votes.hopeless() {
                 break;
             }
         }
+        let why = votes.why;
         Err(Error::QuorumUnavailable {
             needed: quorum,
-            failures,
+            failures: votes.failures,
         })
         .map_err(|e| match e {
             // Retryable for keep-alive: the nodes may answer again in time.
@@ -500,29 +490,19 @@ impl Lock for RedlockLock {
                 (node.address.clone(), answer)
             })
             .collect();
-        let (mut stored, mut not_held, mut failures) = (0, 0, Vec::new());
-        let mut why = LossReason::Gone;
+        let mut votes = OwnerVotes::new(nodes.len(), quorum);
         while let Some((address, answer)) = asks.next().await {
-            match answer {
-                Ok(NodeExtend::Extended) => stored += 1,
-                Ok(NodeExtend::NotHeld(reason)) => {
-                    not_held += 1;
-                    if reason == LossReason::Taken {
-                        why = reason;
-                    }
-                }
-                Err(e) => failures.push((address, e)),
-            }
-            if stored >= quorum {
+            votes.count(address, answer);
+            if votes.done() {
                 return Ok(());
             }
-            if not_held > nodes.len() - quorum {
-                return Err(Error::lease_lost(key.as_str(), why));
+            if votes.not_held() {
+                return Err(Error::lease_lost(key.as_str(), votes.why));
             }
         }
         Err(Error::QuorumUnavailable {
             needed: quorum,
-            failures,
+            failures: votes.failures,
         })
     }
 
@@ -608,6 +588,58 @@ impl RedlockLock {
             }
         }
         false
+    }
+}
+
+/// The nodes' answers to an owner-checked write (extend, publish), as they come in.
+struct OwnerVotes {
+    nodes: usize,
+    quorum: usize,
+    done: usize,
+    not_held: usize,
+    /// Taken if any node has another holder; otherwise the key is gone.
+    why: LossReason,
+    failures: Vec<(String, Error)>,
+}
+
+impl OwnerVotes {
+    fn new(nodes: usize, quorum: usize) -> Self {
+        OwnerVotes {
+            nodes,
+            quorum,
+            done: 0,
+            not_held: 0,
+            why: LossReason::Gone,
+            failures: Vec::new(),
+        }
+    }
+
+    fn count(&mut self, address: String, answer: Result<NodeExtend, Error>) {
+        match answer {
+            Ok(NodeExtend::Extended) => self.done += 1,
+            Ok(NodeExtend::NotHeld(reason)) => {
+                self.not_held += 1;
+                if reason == LossReason::Taken {
+                    self.why = reason;
+                }
+            }
+            Err(e) => self.failures.push((address, e)),
+        }
+    }
+
+    /// A quorum did it.
+    fn done(&self) -> bool {
+        self.done >= self.quorum
+    }
+
+    /// More nodes than a quorum can spare say the owner does not hold the key.
+    fn not_held(&self) -> bool {
+        self.not_held > self.nodes - self.quorum
+    }
+
+    /// No quorum can do it any more, counting failures too.
+    fn hopeless(&self) -> bool {
+        self.not_held + self.failures.len() > self.nodes - self.quorum
     }
 }
 

@@ -51,6 +51,14 @@ pub fn scratch(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("dlock-cli-{name}-{}", OwnerId::random()))
 }
 
+/// A shell script that starts `sleep 60` in the background, writes its pid to a
+/// scratch file (returned) and waits: the grandchild that must die with the command.
+pub fn sleeper_script(name: &str) -> (PathBuf, String) {
+    let pids = scratch(name);
+    let script = format!("sleep 60 & echo $! > {p}; wait", p = pids.display());
+    (pids, script)
+}
+
 /// Whether the process is gone (a zombie nobody reaped counts as gone).
 pub fn is_dead(pid: &str) -> bool {
     match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
