@@ -4,7 +4,7 @@
 #   eval "$(scripts/setup.sh)"
 #
 # - rustfmt, clippy (rustup) and cargo-nextest (cargo install);
-# - protoc, for etcd-client's build (apt);
+# - protoc and its well-known types, for etcd-client's build (apt);
 # - promtool, from Debian's prometheus package, for the alert rules (apt);
 # - a running Docker engine (checked, never installed);
 # - the server images: DLOCK_REDIS_IMAGE / DLOCK_ETCD_IMAGE if set; else the official
@@ -48,7 +48,14 @@ if ! command -v cargo-nextest >/dev/null; then
     say "installing cargo-nextest (cargo install, a few minutes)"
     cargo install cargo-nextest --locked >&2 || fail "cargo install cargo-nextest failed"
 fi
-command -v protoc >/dev/null || [ -n "${PROTOC:-}" ] || apt_install protobuf-compiler
+# protoc, and the well-known types etcd's protos import (google/protobuf/*.proto,
+# in libprotobuf-dev: only a Recommends of protobuf-compiler, so a bare install of
+# the compiler fails etcd-client's build with "descriptor.proto: File not found").
+if [ -z "${PROTOC:-}" ]; then
+    if ! command -v protoc >/dev/null || [ ! -f /usr/include/google/protobuf/descriptor.proto ]; then
+        apt_install protobuf-compiler libprotobuf-dev
+    fi
+fi
 # promtool, for checking the alert rules and the metrics the example exports.
 command -v promtool >/dev/null || apt_install prometheus
 command -v docker >/dev/null || fail "docker is missing: the integration tests run real servers in Docker"
