@@ -687,12 +687,21 @@ async fn keep_alive_task(ka: KeepAlive) {
             return;
         }
         let newest = ka.state.newest_extension();
+        let period = ka.state.ttl().mul_f64(ka.fraction);
         let next = match retry {
             Some((seen, at)) if seen == newest => at,
-            _ => newest.saturating_add(ka.state.ttl().mul_f64(ka.fraction)),
+            _ => newest.saturating_add(period),
+        };
+        let due = next.min(ka.state.valid_until());
+        // Batched, it wakes a quarter period early to board the batch that departs
+        // by `due`: leases due within that much of each other go together.
+        let batches = ka.lock.keep_alives();
+        let wake = match batches {
+            Some(_) => due.saturating_sub(period / 4),
+            None => due,
         };
         tokio::select! {
-            () = clock::sleep_until(next.min(ka.state.valid_until())) => {}
+            () = clock::sleep_until(wake) => {}
             // Extended elsewhere, shortened, or lost: plan again.
             () = changed => continue,
         }
@@ -709,16 +718,29 @@ async fn keep_alive_task(ka: KeepAlive) {
         let sent = BootInstant::now();
         let left = ka.state.valid_until().saturating_duration_since(sent);
         let budget = ka.lock.operation_timeout().min(left);
-        let outcome = bounded(
-            "extend",
-            budget,
-            ka.lock.extend(&ka.state.key, &ka.state.owner, ttl),
-        )
+        // Batched, the TTL counts from when the batch went out, a little later.
+        let outcome = bounded("extend", budget, async {
+            match batches {
+                Some(batches) => {
+                    let extension = crate::Extension {
+                        key: ka.state.key.clone(),
+                        owner: ka.state.owner,
+                        ttl,
+                    };
+                    batches.extend(&ka.lock, extension, due).await
+                }
+                None => ka
+                    .lock
+                    .extend(&ka.state.key, &ka.state.owner, ttl)
+                    .await
+                    .map(|()| sent),
+            }
+        })
         .await;
         drop(turn);
         crate::tracker::observe(ka.lock.as_ref(), &outcome);
         match outcome {
-            Ok(()) => {
+            Ok(sent) => {
                 let valid_until = sent
                     .saturating_add(ttl)
                     .saturating_sub(ka.drift_of.drift(ttl));

@@ -10,6 +10,7 @@ pub mod clock;
 mod election;
 mod error;
 mod fence;
+mod keep_alives;
 mod key;
 mod lease;
 pub mod local_queue;
@@ -39,6 +40,7 @@ pub use fence::{
     Admission, DynFenceGate, FenceGate, FenceGateExt, FenceSource, FenceToken, FencedRead,
     stale_token,
 };
+pub use keep_alives::{Extension, KeepAlives, MAX_BATCH};
 pub use key::{LockKey, MAX_KEY_LEN};
 pub use lease::{Lease, LeaseHandle};
 pub use lock::{Attempt, AttemptRequest, DynLock, Holder, Lock, WakeSignal, spawn_release};

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 use crate::{
-    BootInstant, Capabilities, Error, FenceToken, LockKey, OwnerId, Tracker,
+    BootInstant, Capabilities, Error, Extension, FenceToken, KeepAlives, LockKey, OwnerId, Tracker,
     election::NativeElection,
 };
 
@@ -147,6 +147,22 @@ pub trait Lock: Send + Sync + 'static {
     /// Resets the TTL of `owner`'s lease on `key`. [`Error::LeaseLost`] if `owner`
     /// no longer holds it.
     async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error>;
+
+    /// Extends many leases, answering for each in order. Optional: the default
+    /// extends them all at once through [`extend`](Self::extend); a backend that can
+    /// do it in one round trip (a Redis pipeline) overrides it, and returns a
+    /// [`KeepAlives`] from [`keep_alives`](Self::keep_alives) so that keep-alive
+    /// batches its extensions.
+    async fn extend_many(&self, batch: &[Extension]) -> Vec<Result<(), Error>> {
+        futures::future::join_all(batch.iter().map(|e| self.extend(&e.key, &e.owner, e.ttl))).await
+    }
+
+    /// The batcher through which keep-alive sends this lock's extensions, with
+    /// [`extend_many`](Self::extend_many). `None`, the default: each lease's
+    /// keep-alive calls [`extend`](Self::extend) on its own.
+    fn keep_alives(&self) -> Option<&KeepAlives> {
+        None
+    }
 
     /// Gives up `owner`'s hold on `key`, or its place in the queue. `Ok(true)` if
     /// `owner` held the lock; `Ok(false)` if it did not (expired, taken, never granted).

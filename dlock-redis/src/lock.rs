@@ -4,8 +4,8 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use dlock_core::{
-    Attempt, AttemptRequest, Capabilities, Error, ExpiryScope, Holder, Lock, LockKey,
-    MAX_REPRESENTABLE_TTL, OwnerId, Tracker,
+    Attempt, AttemptRequest, Capabilities, Error, ExpiryScope, Extension, Holder, KeepAlives, Lock,
+    LockKey, MAX_REPRESENTABLE_TTL, OwnerId, Tracker,
 };
 
 use crate::{NodeExtend, NodeGrant, RedisConfig, RedisNode};
@@ -28,6 +28,7 @@ pub struct RedisLock {
 struct Inner {
     node: RedisNode,
     tracker: Tracker,
+    keep_alives: KeepAlives,
 }
 
 impl RedisLock {
@@ -43,6 +44,7 @@ impl RedisLock {
             inner: Arc::new(Inner {
                 node: RedisNode::connect(config).await?,
                 tracker: Tracker::new(),
+                keep_alives: KeepAlives::new(),
             }),
         })
     }
@@ -129,6 +131,22 @@ impl Lock for RedisLock {
             NodeExtend::Extended => Ok(()),
             NodeExtend::NotHeld(reason) => Err(Error::lease_lost(key.as_str(), reason)),
         }
+    }
+
+    async fn extend_many(&self, batch: &[Extension]) -> Vec<Result<(), Error>> {
+        let answers = self.inner.node.extend_many(batch).await;
+        answers
+            .into_iter()
+            .zip(batch)
+            .map(|(answer, e)| match answer? {
+                NodeExtend::Extended => Ok(()),
+                NodeExtend::NotHeld(reason) => Err(Error::lease_lost(e.key.as_str(), reason)),
+            })
+            .collect()
+    }
+
+    fn keep_alives(&self) -> Option<&KeepAlives> {
+        Some(&self.inner.keep_alives)
     }
 
     async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {

@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use dlock_core::{
-    Error, FenceToken, Holder, InvalidInput, LockKey, LossReason, OwnerId, WakeSignal,
+    Error, Extension, FenceToken, Holder, InvalidInput, LockKey, LossReason, OwnerId, WakeSignal,
 };
 use redis::{
     Client, ProtocolVersion, Value,
@@ -256,6 +256,47 @@ impl RedisNode {
             .await
             .map_err(|e| from_redis(Some(key.as_str()), e))?;
         Ok(NodeExtend::from_script(extended))
+    }
+
+    /// Many [`extend`](Self::extend)s in one round trip: a pipeline of the same
+    /// script, answered in order. A failed call (the connection broke) fails each.
+    pub async fn extend_many(&self, batch: &[Extension]) -> Vec<Result<NodeExtend, Error>> {
+        let layout = self.layout();
+        let invocations: Vec<_> = batch
+            .iter()
+            .map(|e| {
+                let mut invocation = scripts::EXTEND.prepare_invoke();
+                invocation
+                    .key(layout.lock(&e.key))
+                    .arg(e.owner.to_hex())
+                    .arg(millis(e.ttl));
+                invocation
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation);
+        }
+        let mut conn = self.connection();
+        let mut answers: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut conn).await;
+        if matches!(&answers, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+        {
+            // A server that restarted or ran SCRIPT FLUSH: load it, then once more.
+            answers = match scripts::EXTEND.prepare_invoke().load_async(&mut conn).await {
+                Ok(_) => pipe.query_async(&mut conn).await,
+                Err(e) => Err(e),
+            };
+        }
+        match answers {
+            Ok(answers) => answers
+                .into_iter()
+                .map(|a| Ok(NodeExtend::from_script(a)))
+                .collect(),
+            Err(e) => batch
+                .iter()
+                .map(|x| Err(from_redis(Some(x.key.as_str()), e.clone())))
+                .collect(),
+        }
     }
 
     /// Who holds `key`, read in one script, with the value it published: it takes,

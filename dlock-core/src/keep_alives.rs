@@ -1,0 +1,199 @@
+//! Batched keep-alive: one lock's lease extensions gathered into batches, so that
+//! many leases kept alive cost one round trip per batch, not one per lease.
+//!
+//! Each lease's keep-alive task still plans its own extension. With batching it wakes
+//! a quarter period early and boards the next batch, which departs by the earliest
+//! time any of its riders must be extended. Leases extended together are due together
+//! from then on, so a lock's leases settle into a few batches per period.
+
+use std::{
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::{Notify, oneshot};
+
+use crate::{BootInstant, DynLock, Error, LockKey, OwnerId, call::bounded, clock};
+
+/// One extension of a batch: `owner`'s lease on `key`, reset to `ttl` from when the
+/// batch is sent. See [`Lock::extend_many`](crate::Lock::extend_many).
+#[derive(Clone, Debug)]
+pub struct Extension {
+    /// The lock key.
+    pub key: LockKey,
+    /// The holder.
+    pub owner: OwnerId,
+    /// The new TTL.
+    pub ttl: Duration,
+}
+
+/// The most extensions one [`extend_many`](crate::Lock::extend_many) call carries: a
+/// larger batch is sent as several calls at once.
+pub const MAX_BATCH: usize = 512;
+
+/// Gathers the keep-alive extensions of one lock's leases into batches sent with
+/// [`Lock::extend_many`](crate::Lock::extend_many). A backend that can extend many
+/// keys in one round trip keeps one and returns it from
+/// [`Lock::keep_alives`](crate::Lock::keep_alives); keep-alive then uses it.
+#[derive(Default)]
+pub struct KeepAlives {
+    bus: Mutex<Bus>,
+    batches: AtomicU64,
+    extensions: AtomicU64,
+}
+
+/// The batch now boarding.
+#[derive(Default)]
+struct Bus {
+    riders: Vec<Rider>,
+    /// When it departs; `None`: no batch is boarding.
+    departs: Option<BootInstant>,
+    /// Wakes the boarding batch's task when `departs` moves earlier.
+    moved: Arc<Notify>,
+}
+
+struct Rider {
+    extension: Extension,
+    /// The outcome, and when the batch was sent (the extension's TTL counts from
+    /// no earlier than that).
+    answer: oneshot::Sender<Result<BootInstant, Error>>,
+}
+
+impl KeepAlives {
+    /// An empty batcher.
+    pub fn new() -> KeepAlives {
+        KeepAlives::default()
+    }
+
+    /// `extend_many` calls sent so far: the round trips keep-alive cost.
+    pub fn batches_sent(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Extensions sent so far, in all batches.
+    pub fn extensions_sent(&self) -> u64 {
+        self.extensions.load(Ordering::Relaxed)
+    }
+
+    /// Sends `extension` with the next batch of `lock`'s (whose `keep_alives` is
+    /// `self`), which departs no later than `by`, and answers when the batch was
+    /// sent. Dropping the future before the batch departs takes the extension off it.
+    ///
+    /// Riders of one batch all count from its departure, so they are due together
+    /// next time: the batches a lock's leases start in merge, period after period.
+    pub(crate) async fn extend(
+        &self,
+        lock: &DynLock,
+        extension: Extension,
+        by: BootInstant,
+    ) -> Result<BootInstant, Error> {
+        let (answer, answered) = oneshot::channel();
+        let first = {
+            let mut bus = self.bus.lock().unwrap_or_else(PoisonError::into_inner);
+            bus.riders.push(Rider { extension, answer });
+            match bus.departs {
+                None => {
+                    bus.departs = Some(by);
+                    bus.moved = Arc::new(Notify::new());
+                    Some(Arc::clone(&bus.moved))
+                }
+                Some(at) => {
+                    if by < at {
+                        bus.departs = Some(by);
+                        // A stored permit if the task is not waiting yet: never missed.
+                        bus.moved.notify_one();
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(moved) = first {
+            tokio::spawn(depart(Arc::clone(lock), moved));
+        }
+        answered.await.unwrap_or_else(|_| {
+            Err(Error::Backend {
+                source: "the keep-alive batch was dropped before it answered".into(),
+            })
+        })
+    }
+
+    /// Waits for the boarding batch's departure time (which riders may move
+    /// earlier), then closes it: the next rider starts a new batch.
+    async fn board(&self, moved: &Notify) -> Vec<Rider> {
+        loop {
+            let at = {
+                let mut bus = self.bus.lock().unwrap_or_else(PoisonError::into_inner);
+                match bus.departs {
+                    Some(at) if !at.has_passed() => at,
+                    _ => {
+                        bus.departs = None;
+                        return std::mem::take(&mut bus.riders);
+                    }
+                }
+            };
+            tokio::select! {
+                () = clock::sleep_until(at) => {}
+                () = moved.notified() => {}
+            }
+        }
+    }
+}
+
+/// The task of one batch: boards it, then sends it in calls of at most
+/// [`MAX_BATCH`], all at once, each bounded by the lock's operation timeout.
+async fn depart(lock: DynLock, moved: Arc<Notify>) {
+    let Some(keep_alives) = lock.keep_alives() else {
+        return;
+    };
+    let mut riders = keep_alives.board(&moved).await;
+    // Riders whose lease stopped its keep-alive meanwhile.
+    riders.retain(|r| !r.answer.is_closed());
+    let mut calls = Vec::new();
+    while !riders.is_empty() {
+        let rest = riders.split_off(riders.len().min(MAX_BATCH));
+        calls.push(send(
+            &lock,
+            keep_alives,
+            std::mem::replace(&mut riders, rest),
+        ));
+    }
+    futures::future::join_all(calls).await;
+}
+
+async fn send(lock: &DynLock, keep_alives: &KeepAlives, riders: Vec<Rider>) {
+    let (extensions, answers): (Vec<_>, Vec<_>) =
+        riders.into_iter().map(|r| (r.extension, r.answer)).unzip();
+    keep_alives.batches.fetch_add(1, Ordering::Relaxed);
+    keep_alives
+        .extensions
+        .fetch_add(extensions.len() as u64, Ordering::Relaxed);
+    let limit = lock.operation_timeout();
+    let sent = BootInstant::now();
+    let (mut results, timed_out) = match bounded("extend", limit, async {
+        Ok(lock.extend_many(&extensions).await)
+    })
+    .await
+    {
+        Ok(results) => (results.into_iter(), false),
+        Err(_) => (Vec::new().into_iter(), true),
+    };
+    for answer in answers {
+        let result = results.next().unwrap_or_else(|| {
+            Err(if timed_out {
+                // The outcome is unknown: the extensions may or may not have landed.
+                Error::OperationTimeout {
+                    operation: "extend",
+                    after: limit,
+                }
+            } else {
+                Error::Backend {
+                    source: "extend_many returned fewer answers than extensions".into(),
+                }
+            })
+        });
+        let _ = answer.send(result.map(|()| sent));
+    }
+}
