@@ -6,6 +6,7 @@
 # - rustfmt, clippy (rustup) and cargo-nextest (cargo install);
 # - protoc and its well-known types, for etcd-client's build (apt);
 # - promtool, from Debian's prometheus package, for the alert rules (apt);
+# - DejaVu Sans (fonts-dejavu-core), for the plots of the bench report (apt);
 # - a running Docker engine (checked, never installed);
 # - the server images: DLOCK_REDIS_IMAGE / DLOCK_ETCD_IMAGE if set; else the official
 #   images if present or pullable within 10 s; else local images built from Debian's
@@ -58,6 +59,8 @@ if [ -z "${PROTOC:-}" ]; then
 fi
 # promtool, for checking the alert rules and the metrics the example exports.
 command -v promtool >/dev/null || apt_install prometheus
+# The font the bench harness's report plots with (ab_glyph reads it; no font library).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_install fonts-dejavu-core
 command -v docker >/dev/null || fail "docker is missing: the integration tests run real servers in Docker"
 docker info >/dev/null 2>&1 \
     || fail "the Docker engine is not reachable: start it (for example 'systemctl start docker') and check 'docker info'"

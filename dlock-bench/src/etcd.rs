@@ -69,7 +69,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         shared_lease,
     });
     let n = config.iterations / 100;
-    println!("dlock bench harness — backend: etcd ({url}), 2 worker threads\n");
+    out!("dlock bench harness — backend: etcd ({url}), 2 worker threads\n");
 
     let (mut lock_unlock, mut per_lock, mut ours) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..config.rounds {
@@ -104,7 +104,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         Some(&ours_lat),
         Some(ours / per_lock),
     );
-    println!("{:<44} vs floor 1: {:.2}x", "", ours / lock_unlock);
+    out!("{:<44} vs floor 1: {:.2}x", "", ours / lock_unlock);
 
     distinct_keys(&lock, config.window, config.rounds, "floor 2", {
         let floor = floor.clone();
@@ -126,7 +126,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         Some(&one_key.waits),
         Some(one_key.rate / ours),
     );
-    println!("{:<44} {}", "  fairness", one_key.fairness());
+    out!("{:<44} {}", "  fairness", one_key.fairness());
     report_handoff(
         &lock,
         100,
@@ -136,5 +136,10 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         || floor.write("bench/raw-write"),
     )
     .await;
-    println!("\ntargets: lease per lock >= 0.9x floor 2; handoff p50 <= 2x one write.");
+    scaling("etcd", "clients", &[1, 8, 64, 256], config.window, || {
+        let url = url.clone();
+        async move { Arc::new(EtcdLock::connect(&url).await.expect("connect")) as DynLock }
+    })
+    .await;
+    out!("\ntargets: lease per lock >= 0.9x floor 2; handoff p50 <= 2x one write.");
 }

@@ -10,6 +10,8 @@
 //! cargo run --release -p dlock-bench -- --etcd                # starts a test container
 //! cargo run --release -p dlock-bench -- --redlock             # starts 5 test containers
 //! cargo run --release -p dlock-bench -- --redlock redlock://127.0.0.1:7001,127.0.0.1:7002,...(5)
+//! cargo run --release -p dlock-bench -- --memory --redis URL --etcd URL --report docs/performance.md
+//!                                                              # several backends, and the report
 //! cargo run --release -p dlock-bench -- --profile-uncontended # one memory loop, for perf
 //! cargo run --release -p dlock-bench -- --profile-floor       # the floor's loop alone, to compare
 //! ```
@@ -26,6 +28,7 @@ mod memory;
 mod redis;
 #[cfg(feature = "redlock")]
 mod redlock;
+mod report;
 
 use measure::{Config, acquire_release, rate};
 
@@ -81,19 +84,67 @@ fn main() {
         let at = args.iter().position(|a| a == flag)?;
         Some(args.get(at + 1).filter(|u| u.starts_with(scheme)).cloned())
     };
-    if let Some(url) = url_after("--etcd", "etcd") {
-        run_etcd(&runtime, &config, url);
-        return;
+    let report = args
+        .iter()
+        .position(|a| a == "--report")
+        .map(|at| match args.get(at + 1) {
+            Some(path) if !path.starts_with("--") => std::path::PathBuf::from(path),
+            _ => {
+                eprintln!("--report needs a path: --report docs/performance.md");
+                std::process::exit(2);
+            }
+        });
+    let (etcd, redlock, redis) = (
+        url_after("--etcd", "etcd"),
+        url_after("--redlock", "redlock"),
+        url_after("--redis", "redis"),
+    );
+    // Memory runs when asked for, or when no other backend is.
+    let memory = args.iter().any(|a| a == "--memory")
+        || (etcd.is_none() && redlock.is_none() && redis.is_none());
+    let mut sections = Vec::new();
+    let mut section = |name: &str, run: &mut dyn FnMut()| {
+        let start = printed_len();
+        run();
+        let text = measure::PRINTED.lock().unwrap_or_else(|p| p.into_inner())[start..].to_owned();
+        sections.push((name.to_owned(), text));
+    };
+    if memory {
+        section("Memory", &mut || runtime.block_on(memory::report(&config)));
     }
-    if let Some(url) = url_after("--redlock", "redlock") {
-        run_redlock(&runtime, &config, url);
-        return;
+    if let Some(url) = redis {
+        section("Redis", &mut || run_redis(&runtime, &config, url.clone()));
     }
-    if let Some(url) = url_after("--redis", "redis") {
-        run_redis(&runtime, &config, url);
-        return;
+    if let Some(urls) = redlock {
+        section("Redlock", &mut || {
+            run_redlock(&runtime, &config, urls.clone())
+        });
     }
-    runtime.block_on(memory::report(&config));
+    if let Some(url) = etcd {
+        section("etcd", &mut || run_etcd(&runtime, &config, url.clone()));
+    }
+    if let Some(path) = report {
+        let command = std::iter::once("cargo run --release -p dlock-bench --".to_owned())
+            .chain(args.iter().skip(1).cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let points = measure::POINTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Err(e) = report::write(&path, &command, &sections, &points) {
+            eprintln!("dlock-bench: {e}");
+            std::process::exit(1);
+        }
+        eprintln!("dlock-bench: wrote {}", path.display());
+    }
+}
+
+fn printed_len() -> usize {
+    measure::PRINTED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len()
 }
 
 #[cfg(feature = "etcd")]

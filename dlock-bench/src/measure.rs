@@ -1,8 +1,9 @@
 //! Measurement: rates, latencies, many tasks, contention, handoff, the table.
 
 use std::{
+    fmt::Write as _,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -11,6 +12,36 @@ use std::{
 use dlock::{Acquire, DynLock, LockExt};
 
 pub(crate) const TTL: Duration = Duration::from_secs(30);
+
+/// Everything printed so far, for the generated report (`--report`).
+pub(crate) static PRINTED: Mutex<String> = Mutex::new(String::new());
+
+/// Prints a line and keeps it for the report.
+macro_rules! out {
+    () => { $crate::measure::print_line(String::new()) };
+    ($($arg:tt)*) => { $crate::measure::print_line(format!($($arg)*)) };
+}
+pub(crate) use out;
+
+pub(crate) fn print_line(line: String) {
+    println!("{line}");
+    let mut printed = PRINTED.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = writeln!(printed, "{line}");
+}
+
+/// One point of the scaling runs, for the report's plots.
+#[derive(Clone, Debug)]
+pub(crate) struct Point {
+    pub(crate) backend: &'static str,
+    /// "one key" or "distinct keys".
+    pub(crate) shape: &'static str,
+    pub(crate) clients: usize,
+    pub(crate) rate: f64,
+    pub(crate) p99: Duration,
+}
+
+/// The scaling points measured so far.
+pub(crate) static POINTS: Mutex<Vec<Point>> = Mutex::new(Vec::new());
 
 /// How long and how often to measure.
 pub(crate) struct Config {
@@ -166,7 +197,7 @@ pub(crate) async fn report_handoff<F, Fut>(
         None,
     );
     let p50 = |xs: &[Duration]| percentile(xs, 0.5).as_secs_f64();
-    println!(
+    out!(
         "{:<44} handoff p50 / one {unit} p50 = {:.1}x; / one {unit} after the same pause = {:.1}x",
         "",
         p50(&handoff) / p50(hot),
@@ -291,14 +322,18 @@ pub(crate) fn row(name: &str, rate: f64, lat: Option<&[Duration]>, ratio: Option
         None => ("-".into(), "-".into()),
     };
     let ratio = ratio.map_or("-".into(), |r| format!("{r:.2}x"));
-    println!("{name:<44} {fmt_rate:>14} {p50:>10} {p99:>10} {ratio:>8}");
+    out!("{name:<44} {fmt_rate:>14} {p50:>10} {p99:>10} {ratio:>8}");
 }
 
 /// The table's header.
 pub(crate) fn header() {
-    println!(
+    out!(
         "{:<44} {:>14} {:>10} {:>10} {:>8}",
-        "scenario", "rate (ops/s)", "p50", "p99", "ratio"
+        "scenario",
+        "rate (ops/s)",
+        "p50",
+        "p99",
+        "ratio"
     );
 }
 
@@ -342,6 +377,46 @@ pub(crate) async fn distinct_keys<F, Fut>(
     );
 }
 
+/// What a run of separate clients measured.
+pub(crate) struct ClientsRun {
+    pub(crate) rate: f64,
+    pub(crate) waits: Vec<Duration>,
+    pub(crate) least: usize,
+    pub(crate) most: usize,
+    pub(crate) mean: f64,
+}
+
+/// Runs `clients` loops (built by `client` from its number and the stop flag, each
+/// returning its waits for a grant) for `window`, then until each has stopped.
+pub(crate) async fn clients_run<F>(clients: usize, window: Duration, client: F) -> ClientsRun
+where
+    F: Fn(usize, Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Duration>>,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients).map(|i| client(i, Arc::clone(&stop))).collect();
+    tokio::time::sleep(window).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut waits = Vec::new();
+    let mut per_client = Vec::new();
+    for t in tasks {
+        let w = t.await.expect("client");
+        per_client.push(w.len());
+        waits.extend(w);
+    }
+    waits.sort();
+    let total: usize = per_client.iter().sum();
+    ClientsRun {
+        // Over the window and the drain after it: waiters granted after the stop
+        // count, and so does the time they took.
+        rate: total as f64 / start.elapsed().as_secs_f64(),
+        waits,
+        least: per_client.iter().copied().min().unwrap_or_default(),
+        most: per_client.iter().copied().max().unwrap_or_default(),
+        mean: total as f64 / clients as f64,
+    }
+}
+
 /// N separate clients on one key for `window`: each client's loop runs in its own
 /// task (built by `client`, which gets the stop flag and returns the client's waits
 /// for a grant); prints the rate, p50 and p99 wait, acquisitions per client, and
@@ -350,27 +425,101 @@ pub(crate) async fn separate_clients<F>(who: &str, clients: usize, window: Durat
 where
     F: Fn(Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Duration>>,
 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..clients).map(|_| client(Arc::clone(&stop))).collect();
-    tokio::time::sleep(window).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    let mut per_client = Vec::new();
-    for t in tasks {
-        let waits = t.await.expect("client");
-        per_client.push(waits.len());
-        all.extend(waits);
-    }
-    all.sort();
-    let total: usize = per_client.iter().sum();
-    let mean = total as f64 / clients as f64;
-    let least = per_client.iter().copied().min().unwrap_or_default();
-    let most = per_client.iter().copied().max().unwrap_or_default();
-    println!(
-        "  {who:<22} {clients:>3} clients {:>8.0}/s  p50 {:>9.1?}  p99 {:>9.1?}  per client {least}..{most}  least/mean {:.2}",
-        total as f64 / window.as_secs_f64(),
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        least as f64 / mean.max(1.0)
+    let run = clients_run(clients, window, |_, stop| client(stop)).await;
+    out!(
+        "  {who:<22} {clients:>3} clients {:>8.0}/s  p50 {:>9.1?}  p99 {:>9.1?}  per client {}..{}  least/mean {:.2}",
+        run.rate,
+        percentile(&run.waits, 0.5),
+        percentile(&run.waits, 0.99),
+        run.least,
+        run.most,
+        run.least as f64 / run.mean.max(1.0)
     );
+}
+
+/// One client's loop until `stop`: acquire `key` (waiting up to 5 s), release; its
+/// waits for a grant.
+pub(crate) async fn client_loop(
+    lock: DynLock,
+    key: String,
+    stop: Arc<AtomicBool>,
+) -> Vec<Duration> {
+    let mut waits = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let asked = Instant::now();
+        let opts = Acquire::ttl(TTL).wait(Duration::from_secs(5));
+        if let Ok(mut lease) = lock.acquire(&key, opts).await {
+            waits.push(asked.elapsed());
+            let _ = lease.release().await;
+        }
+        // An in-process lock answers without awaiting: yield, or the loops hold
+        // both worker threads and the stop flag is never set.
+        if waits.len().is_multiple_of(64) {
+            tokio::task::yield_now().await;
+        }
+    }
+    waits
+}
+
+/// How each figure grows with clients: for each count, that many clients (locks
+/// made by `connect`, all connected before the clock starts) on one key, then on a
+/// key each, for `window`. Rates are next to the one-client rate of the same run.
+pub(crate) async fn scaling<C, Fut>(
+    backend: &'static str,
+    unit: &str,
+    counts: &[usize],
+    window: Duration,
+    connect: C,
+) where
+    C: Fn() -> Fut,
+    Fut: std::future::Future<Output = DynLock>,
+{
+    out!("\nScaling: {unit} on one key and on distinct keys, {window:?} each");
+    out!(
+        "  {:<14} {:>7} {:>10} {:>10} {:>10} {:>12} {:>10}",
+        "shape",
+        unit,
+        "rate (/s)",
+        "p50 wait",
+        "p99 wait",
+        "least/mean",
+        "x 1 client"
+    );
+    for shape in ["one key", "distinct keys"] {
+        let mut alone = None;
+        for &clients in counts {
+            let mut locks = Vec::with_capacity(clients);
+            for _ in 0..clients {
+                locks.push(connect().await);
+            }
+            let run = clients_run(clients, window, |i, stop| {
+                let key = match shape {
+                    "one key" => "bench:scale".to_owned(),
+                    _ => format!("bench:scale:{i}"),
+                };
+                tokio::spawn(client_loop(locks[i].clone(), key, stop))
+            })
+            .await;
+            let alone = *alone.get_or_insert(run.rate);
+            let p99 = percentile(&run.waits, 0.99);
+            out!(
+                "  {shape:<14} {clients:>7} {:>10.0} {:>10.1?} {:>10.1?} {:>12.2} {:>9.2}x",
+                run.rate,
+                percentile(&run.waits, 0.5),
+                p99,
+                run.least as f64 / run.mean.max(1.0),
+                run.rate / alone
+            );
+            POINTS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Point {
+                    backend,
+                    shape,
+                    clients,
+                    rate: run.rate,
+                    p99,
+                });
+        }
+    }
 }

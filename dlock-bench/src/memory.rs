@@ -25,7 +25,7 @@ pub(crate) async fn report(config: &Config) {
     let lock: DynLock = Arc::new(MemoryLock::new());
     let floor = Arc::new(Floor(Mutex::new(HashMap::new())));
 
-    println!(
+    out!(
         "dlock bench harness — backend: memory, {} worker threads\n",
         2
     );
@@ -101,7 +101,7 @@ pub(crate) async fn report(config: &Config) {
         Some(&one_key.waits),
         Some(one_key.rate / lock_rate),
     );
-    println!("{:<44} {}", "  fairness", one_key.fairness());
+    out!("{:<44} {}", "  fairness", one_key.fairness());
 
     let handoff = handoff(&lock, config.iterations / 100, Duration::from_micros(200)).await;
     row(
@@ -111,11 +111,16 @@ pub(crate) async fn report(config: &Config) {
         None,
     );
 
-    println!(
+    out!(
         "\nratios: uncontended is lock/floor (target >= 0.5); 8-task rate is vs uncontended lock;"
     );
-    println!("        64 tasks is lock/floor at the same concurrency.");
+    out!("        64 tasks is lock/floor at the same concurrency.");
 
+    scaling("memory", "tasks", &[1, 8, 64, 256], config.window, || {
+        let lock = lock.clone();
+        async move { lock }
+    })
+    .await;
     reclaim(config.reclaim_keys).await;
     held_at_once(config.reclaim_keys).await;
 }
@@ -134,7 +139,7 @@ async fn held_at_once(n: usize) {
         leases.push(lock.acquire(key, Acquire::ttl(TTL)).await.expect("acquire"));
     }
     let after = resident_bytes();
-    println!(
+    out!(
         "
 held at once: {n} distinct keys, {:.0} B of resident memory per lease (the key strings made beforehand; target 320 B)",
         (after.saturating_sub(before)) as f64 / n as f64
@@ -194,23 +199,23 @@ async fn reclaim(keys: usize) {
     }
     let after = resident_bytes();
     let growth = |now: u64| (now as f64 / before as f64 - 1.0) * 100.0;
-    println!(
+    out!(
         "\nreclaim (resident memory from /proc/self/statm, after a warm-up batch: {:.1} MiB)",
         mib(before)
     );
-    println!(
+    out!(
         "  {keys} distinct keys held and freed one by one: table {entries_after_one_by_one} entries, {:.1} MiB ({:+.1}%)",
         mib(after_one_by_one),
         growth(after_one_by_one)
     );
-    println!(
+    out!(
         "  3 x {batch} keys held at once and freed: table {table_peak} entries at peak, {} after; peaks {} MiB; {:.1} MiB after ({:+.1}%)",
         lock.len(),
         peaks.join(" / "),
         mib(after),
         growth(after)
     );
-    println!(
+    out!(
         "  (freed small blocks stay with the allocator, reused by the next batch: compare the peaks)"
     );
 }

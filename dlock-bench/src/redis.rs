@@ -2,7 +2,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use dlock::{DynLock, RedisLock};
+use dlock::{Acquire, DynLock, Lock, LockExt, LockKey, OwnerId, RedisConfig, RedisLock};
+use dlock_redis::{NodeGrant, RedisNode};
 use redis::{Script, aio::MultiplexedConnection};
 
 use crate::measure::*;
@@ -69,7 +70,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         ),
     });
     let n = config.iterations / 20;
-    println!("dlock bench harness — backend: redis ({url}), 2 worker threads\n");
+    out!("dlock bench harness — backend: redis ({url}), 2 worker threads\n");
 
     let mut floor_rates = Vec::new();
     let mut lock_rates = Vec::new();
@@ -79,6 +80,16 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
     }
     let floor_rate = median(&mut floor_rates);
     let lock_rate = median(&mut lock_rates);
+    // The second floor: dlock's own scripts through redis-rs, without the lock's
+    // machinery (options, lease, metrics, tracking).
+    let node = RedisNode::connect(RedisConfig::from_url(&url).expect("url"))
+        .await
+        .expect("connect");
+    let mut script_rates = Vec::new();
+    for _ in 0..config.rounds {
+        script_rates.push(rate(n, || scripts_pair(&node, "bench:scripts")).await);
+    }
+    let script_rate = median(&mut script_rates);
     let floor_lat = latencies(n, || floor.pair("bench:raw-lat")).await;
     let single_lat = latencies(n, || floor.single("bench:raw-lat")).await;
     let lock_lat = latencies(n, || acquire_release(&lock, "bench:lat")).await;
@@ -92,10 +103,21 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         None,
     );
     row(
+        "floor 2: dlock's scripts alone (x raw pair)",
+        script_rate,
+        None,
+        Some(script_rate / floor_rate),
+    );
+    row(
         "uncontended acquire+release",
         lock_rate,
         Some(&lock_lat),
         Some(lock_rate / floor_rate),
+    );
+    out!(
+        "{:<44} x dlock's scripts alone: {:.2}x",
+        "",
+        lock_rate / script_rate
     );
 
     distinct_keys(&lock, config.window, config.rounds, "floor", {
@@ -107,6 +129,8 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
     })
     .await;
 
+    server_time_per_pair(&url, &lock, &floor, &node, config.window).await;
+
     let one_key = contended(&lock, 8, config.window * 2).await;
     row(
         "8 tasks, one key (acquire+release)",
@@ -115,7 +139,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         Some(one_key.rate / lock_rate),
     );
     let raw_p50 = percentile(&floor_lat, 0.5);
-    println!(
+    out!(
         "{:<44} p99 wait / raw pair p50 = {:.1}x; {}",
         "  one key",
         percentile(&one_key.waits, 0.99).as_secs_f64() / raw_p50.as_secs_f64(),
@@ -131,8 +155,9 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
     )
     .await;
     idle_clients(&url, &lock, n, 200).await;
+    keep_alive_traffic(&url, if config.rounds > 3 { 10_000 } else { 2_000 }).await;
     for clients in [2, 8, 64] {
-        println!(
+        out!(
             "\n{clients} separate clients on one key, {:?} each:",
             config.window * 2
         );
@@ -165,23 +190,15 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         )
         .await;
     }
-    println!(
+    scaling("redis", "clients", &[1, 8, 64, 256], config.window, || {
+        let url = url.clone();
+        async move { Arc::new(RedisLock::connect(&url).await.expect("connect")) as DynLock }
+    })
+    .await;
+    out!(
         "\ntargets: uncontended >= 0.9x floor; 8 tasks >= 0.7x uncontended, p99 wait <= 20x raw pair p50,"
     );
-    println!("         fairness <= 2x; 64 tasks >= 0.6x floor; handoff p50 <= 3x one command.");
-}
-
-/// What the server sends per release, read from `INFO stats`.
-async fn output_bytes(conn: &mut MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(conn)
-        .await
-        .expect("INFO stats");
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    out!("         fairness <= 2x; 64 tasks >= 0.6x floor; handoff p50 <= 3x one command.");
 }
 
 /// Uncontended acquire+release with `idle` more clients connected that wait on
@@ -193,9 +210,9 @@ async fn idle_clients(url: &str, lock: &DynLock, n: usize, idle: usize) {
         .await
         .expect("connect");
     let mut measure = async |label: &str| {
-        let before = output_bytes(&mut probe).await;
+        let before = server_stats(&mut probe).await.2;
         let r = rate(n, || acquire_release(lock, "bench:idle-clients")).await;
-        let sent = output_bytes(&mut probe).await.saturating_sub(before);
+        let sent = server_stats(&mut probe).await.2.saturating_sub(before);
         (label.to_owned(), r, sent as f64 / n as f64)
     };
     let alone = measure("alone").await;
@@ -209,7 +226,7 @@ async fn idle_clients(url: &str, lock: &DynLock, n: usize, idle: usize) {
     }
     let crowded = measure("with idle").await;
     for (label, r, bytes) in [&alone, &crowded] {
-        println!(
+        out!(
             "{:<44} {:>10.0}/s  server sent {:>7.0} B per acquire+release",
             format!(
                 "  uncontended, {label} ({} idle)",
@@ -219,10 +236,192 @@ async fn idle_clients(url: &str, lock: &DynLock, n: usize, idle: usize) {
             bytes
         );
     }
-    println!(
+    out!(
         "{:<44} {:.2}x the rate alone",
         format!("  with {idle} idle clients"),
         crowded.1 / alone.1
     );
     drop(others);
+}
+
+/// One acquire and one release through `RedisNode`: dlock's scripts, nothing else.
+async fn scripts_pair(node: &RedisNode, key: &str) {
+    let key = LockKey::new(key).expect("key");
+    let owner = OwnerId::random();
+    let granted = node.acquire(&key, &owner, TTL).await.expect("ACQUIRE");
+    assert!(
+        matches!(granted, NodeGrant::Granted(_)),
+        "scripts floor key was held"
+    );
+    assert!(node.release(&key, &owner).await.expect("RELEASE"));
+}
+
+/// `leases` held with keep-alive by one client, batched (the lock as it is) and one
+/// extension per lease (the same lock behind a bulkhead, which does not batch):
+/// calls and bytes per second each way.
+async fn keep_alive_traffic(url: &str, leases: usize) {
+    let ttl = Duration::from_secs(3);
+    let window = ttl * 2;
+    out!(
+        "\nKeep-alive: {leases} leases of one client, TTL {ttl:?}, extended every third; over {window:?}:"
+    );
+    let client = redis::Client::open(url).expect("url");
+    let mut probe = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let redis = RedisLock::connect(url).await.expect("connect");
+    let batched: DynLock = Arc::new(redis.clone());
+    let bulkhead = dlock::reliability::Bulkhead::new(leases * 2, 0).expect("bulkhead");
+    let unbatched: DynLock = Arc::new(dlock::Bulkheaded::new(redis.clone(), bulkhead));
+    for (name, lock) in [("batched", &batched), ("one call per lease", &unbatched)] {
+        let mut held = Vec::with_capacity(leases);
+        for i in 0..leases {
+            let key = format!("bench:keep-alive:{name}:{i}");
+            let opts = Acquire::ttl(ttl).keep_alive(1.0 / 3.0);
+            held.push(lock.acquire(&key, opts).await.expect("acquire"));
+        }
+        let counts = redis
+            .keep_alives()
+            .map(|k| (k.batches_sent(), k.extensions_sent()));
+        let (cmds, input, output) = server_stats(&mut probe).await;
+        tokio::time::sleep(window).await;
+        let (cmds2, input2, output2) = server_stats(&mut probe).await;
+        let secs = window.as_secs_f64();
+        let calls = match (counts, redis.keep_alives()) {
+            (Some((b, e)), Some(k)) if name == "batched" => format!(
+                "{:.0} calls/s carrying {:.0} extensions/s",
+                (k.batches_sent() - b) as f64 / secs,
+                (k.extensions_sent() - e) as f64 / secs
+            ),
+            _ => format!("{:.0} calls/s", (cmds2 - cmds) as f64 / secs),
+        };
+        let lost = held.iter().filter(|l| !l.is_valid()).count();
+        out!(
+            "  {name:<22} {calls}; server took {:.0} commands/s, {:.0} kB/s in, {:.0} kB/s out; {lost} lost",
+            (cmds2 - cmds) as f64 / secs,
+            (input2 - input) as f64 / secs / 1000.0,
+            (output2 - output) as f64 / secs / 1000.0,
+        );
+        for mut lease in held {
+            let _ = lease.release().await;
+        }
+    }
+}
+
+/// `INFO stats`: commands processed, bytes in, bytes out.
+async fn server_stats(conn: &mut MultiplexedConnection) -> (u64, u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .expect("INFO stats");
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        field("total_commands_processed:"),
+        field("total_net_input_bytes:"),
+        field("total_net_output_bytes:"),
+    )
+}
+
+/// Where the distinct-keys gap goes: with 64 tasks the server is the bottleneck, so
+/// its time per acquire+release (from `INFO commandstats`) sets the rate. For the
+/// raw pair, dlock's scripts alone, and the lock.
+async fn server_time_per_pair(
+    url: &str,
+    lock: &DynLock,
+    floor: &Arc<Floor>,
+    node: &RedisNode,
+    window: Duration,
+) {
+    let client = redis::Client::open(url).expect("url");
+    let mut probe = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut measure =
+        async |label: &str, run: &mut dyn FnMut() -> futures::future::BoxFuture<'static, f64>| {
+            let _: () = redis::cmd("CONFIG")
+                .arg("RESETSTAT")
+                .query_async(&mut probe)
+                .await
+                .expect("CONFIG RESETSTAT");
+            let rate = run().await;
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut probe)
+                .await
+                .expect("INFO commandstats");
+            // cmdstat_<name>:calls=N,usec=U,... for the lock's commands (not INFO's).
+            let (mut calls, mut usec) = (0u64, 0u64);
+            let mut per_command = Vec::new();
+            for line in info.lines() {
+                let Some(rest) = line.strip_prefix("cmdstat_") else {
+                    continue;
+                };
+                let Some((name, fields)) = rest.split_once(':') else {
+                    continue;
+                };
+                if matches!(name, "info" | "config|resetstat" | "config") {
+                    continue;
+                }
+                let field = |f: &str| {
+                    fields
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix(f))
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                };
+                calls += field("calls=") as u64;
+                usec += field("usec=") as u64;
+                per_command.push(format!("{name} {:.1} µs", field("usec_per_call=")));
+            }
+            let pairs = (rate * window.as_secs_f64()).max(1.0);
+            out!(
+                "  {label:<30} {rate:>9.0}/s  server {:>5.1} µs per pair ({:.1} commands; {})",
+                usec as f64 / pairs,
+                calls as f64 / pairs,
+                per_command.join(", ")
+            );
+        };
+    out!("Server time per acquire+release, 64 tasks on distinct keys ({window:?} each):");
+    let tasks =
+        |op: Arc<dyn Fn(usize) -> futures::future::BoxFuture<'static, ()> + Send + Sync>| {
+            move || -> futures::future::BoxFuture<'static, f64> {
+                let op = op.clone();
+                Box::pin(async move { many_tasks(64, window, move |t| op(t)).await.rate })
+            }
+        };
+    let f = floor.clone();
+    measure(
+        "raw pair",
+        &mut tasks(Arc::new(move |t| {
+            let f = f.clone();
+            Box::pin(async move { f.pair(&format!("bench:srv:raw:{t}")).await })
+        })),
+    )
+    .await;
+    let n = node.clone();
+    measure(
+        "dlock's scripts alone",
+        &mut tasks(Arc::new(move |t| {
+            let n = n.clone();
+            Box::pin(async move { scripts_pair(&n, &format!("bench:srv:scripts:{t}")).await })
+        })),
+    )
+    .await;
+    let l = lock.clone();
+    measure(
+        "the lock",
+        &mut tasks(Arc::new(move |t| {
+            let l = l.clone();
+            Box::pin(async move { acquire_release(&l, &format!("bench:srv:lock:{t}")).await })
+        })),
+    )
+    .await;
 }

@@ -57,7 +57,7 @@ async fn servers(given: Option<String>, n: usize) -> (Vec<dlock_testkit::Server>
 pub(crate) async fn report(config: &Config, given: Option<String>) {
     let (five_servers, all) = servers(given.clone(), 5).await;
     let urls: Vec<String> = all[..3].to_vec();
-    println!(
+    out!(
         "dlock bench harness — backend: redlock over {} ({}), 2 worker threads\n",
         urls.len(),
         if given.is_some() {
@@ -118,13 +118,18 @@ pub(crate) async fn report(config: &Config, given: Option<String>) {
     );
 
     contended_clients(&urls, config.window).await;
+    scaling("redlock", "clients", &[1, 8, 64], config.window, || {
+        let urls = urls.clone();
+        async move { redlock(&urls, true).await }
+    })
+    .await;
     frozen_node(&urls, &five_servers, given.is_some()).await;
 }
 
 /// 8 separate clients (connections) on one key: rate, p99 time to grant, and
 /// acquisitions per client, for dlock and rslock.
 async fn contended_clients(urls: &[String], window: Duration) {
-    println!("\n8 separate clients on one key, {window:?} each:");
+    out!("\n8 separate clients on one key, {window:?} each:");
     separate_clients("redlock (tokens on)", 8, window, |stop| {
         let urls = urls.to_vec();
         tokio::spawn(async move {
@@ -171,13 +176,13 @@ pub(crate) fn rslock_client(
 /// One of 3 nodes frozen: p50 acquire+release, healthy and frozen, for dlock (once
 /// its breaker opened) and rslock.
 async fn frozen_node(urls: &[String], servers: &[dlock_testkit::Server], native: bool) {
-    println!("\nOne of 3 nodes frozen:");
+    out!("\nOne of 3 nodes frozen:");
     let on = redlock(urls, true).await;
     let rs = LockManager::new(urls.to_vec());
     let healthy = latencies(200, || acquire_release(&on, "bench:frozen")).await;
     let rs_healthy = latencies(200, || rslock_pair(&rs, "bench:frozen-rs")).await;
     if native {
-        println!("  (freeze a native node by hand: SIGSTOP its redis-server; skipped here)");
+        out!("  (freeze a native node by hand: SIGSTOP its redis-server; skipped here)");
         return;
     }
     servers[0].pause().await;
@@ -189,13 +194,13 @@ async fn frozen_node(urls: &[String], servers: &[dlock_testkit::Server], native:
     let rs_frozen = latencies(5, || rslock_pair(&rs, "bench:frozen-rs")).await;
     servers[0].unpause().await;
     let p50 = |l: &[Duration]| percentile(l, 0.5);
-    println!(
+    out!(
         "  redlock: p50 {:.1?} healthy, {:.1?} frozen ({:.2}x)",
         p50(&healthy),
         p50(&frozen),
         p50(&frozen).as_secs_f64() / p50(&healthy).as_secs_f64()
     );
-    println!(
+    out!(
         "  rslock:  p50 {:.1?} healthy, {:.1?} frozen ({:.0}x)",
         p50(&rs_healthy),
         p50(&rs_frozen),
