@@ -34,13 +34,15 @@ pub(crate) struct LeaseState {
     /// `valid_until` as nanoseconds on the lease clock.
     valid_until: AtomicU64,
     ttl_nanos: AtomicU64,
-    /// When the newest extension counted so far was sent (the grant, at first).
-    newest_extension: std::sync::Mutex<BootInstant>,
-    /// Held across each extension call, by keep-alive and `extend_with` alike: the
-    /// server applies extensions in the order they arrive, so only one may be in
-    /// flight, or a slow keep-alive tick could land after a manual one and cut the
-    /// server's expiry below `valid_until`.
-    extending: tokio::sync::Mutex<()>,
+    /// When the newest extension counted so far was sent (the grant, at first), as
+    /// nanoseconds on the lease clock. Written only by the holder of the turn below.
+    newest_extension: AtomicU64,
+    /// The extension turn ([`ExtensionTurn`]), held across each extension call, by
+    /// keep-alive and `extend_with` alike: the server applies extensions in the
+    /// order they arrive, so only one may be in flight, or a slow keep-alive tick
+    /// could land after a manual one and cut the server's expiry below
+    /// `valid_until`. A flag and `changed`, not a mutex: 40 bytes less per lease.
+    extending: AtomicBool,
     /// Zero while not known lost; then the [`LossReason`] (its code), first one wins.
     lost: AtomicU8,
     /// The latest extension failed without an answer: if validity now runs out, the
@@ -84,19 +86,16 @@ impl LeaseState {
     /// Records an extension sent at `sent`. The newest extension wins, even when it
     /// shortens the lease (`extend_with` a smaller TTL): the server now expires the
     /// key at that earlier time.
+    /// Called with the extension turn held, so nothing else writes meanwhile.
     fn extended(&self, sent: BootInstant, valid_until: BootInstant, ttl: Duration) {
-        let mut newest = self
-            .newest_extension
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if sent < *newest {
+        if sent < self.newest_extension() {
             return;
         }
-        *newest = sent;
+        self.newest_extension
+            .store(sent.as_nanos(), Ordering::Release);
         self.ttl_nanos.store(clock::nanos(ttl), Ordering::Relaxed);
         self.valid_until
             .store(valid_until.as_nanos(), Ordering::Release);
-        drop(newest);
         self.changed.notify_waiters();
     }
 
@@ -113,10 +112,26 @@ impl LeaseState {
     }
 
     fn newest_extension(&self) -> BootInstant {
-        *self
-            .newest_extension
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        BootInstant::from_nanos(self.newest_extension.load(Ordering::Acquire))
+    }
+
+    /// Waits for the extension in flight, if any, then takes the turn. Dropping the
+    /// turn (or this future) gives it back.
+    async fn extension_turn(&self) -> ExtensionTurn<'_> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before trying, so a turn given back in between is not missed.
+            notified.as_mut().enable();
+            if self
+                .extending
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return ExtensionTurn(self);
+            }
+            notified.await;
+        }
     }
 
     pub(crate) fn key(&self) -> &LockKey {
@@ -233,6 +248,16 @@ impl LeaseState {
     }
 }
 
+/// The right to send the lease's one extension in flight; see `LeaseState::extending`.
+struct ExtensionTurn<'a>(&'a LeaseState);
+
+impl Drop for ExtensionTurn<'_> {
+    fn drop(&mut self) {
+        self.0.extending.store(false, Ordering::Release);
+        self.0.changed.notify_waiters();
+    }
+}
+
 /// An exclusive, time-bounded right to a key.
 ///
 /// It carries the key, the fencing token issued with it, and `valid_until`, a
@@ -301,8 +326,8 @@ impl Lease {
                     .as_nanos(),
             ),
             ttl_nanos: AtomicU64::new(clock::nanos(ttl)),
-            newest_extension: std::sync::Mutex::new(valid_from),
-            extending: tokio::sync::Mutex::new(()),
+            newest_extension: AtomicU64::new(valid_from.as_nanos()),
+            extending: AtomicBool::new(false),
             lost: AtomicU8::new(0),
             extend_failing: AtomicBool::new(false),
             track_id,
@@ -420,7 +445,7 @@ impl Lease {
         }
         validate_ttl(ttl, &self.lock.capabilities())?;
         // Wait for an extension in flight (keep-alive's) to finish first.
-        let _turn = self.state.extending.lock().await;
+        let _turn = self.state.extension_turn().await;
         if self.state.is_lost() {
             self.state.mark_expired();
             return Err(self.state.lost_error());
@@ -705,7 +730,7 @@ async fn keep_alive_task(ka: KeepAlive) {
             // Extended elsewhere, shortened, or lost: plan again.
             () = changed => continue,
         }
-        let turn = ka.state.extending.lock().await;
+        let turn = ka.state.extension_turn().await;
         if ka.state.newest_extension() != newest {
             // A manual extension went first while this one waited for its turn.
             continue;
