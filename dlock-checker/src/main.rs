@@ -11,7 +11,7 @@ use dlock_checker::{
 
 const USAGE: &str = "usage:
   dlock-checker table [--seconds N]                        all scenarios, as docs/safety.md
-  dlock-checker run --backend memory|redis|etcd|redlock|redlock-undelayed --fault client-pause|server-pause|server-restart[-late|-persistent]|blackhole|link-delay|link-reset|leader-kill [--seconds N]
+  dlock-checker run --backend memory|redis|etcd|redlock|redlock-undelayed --fault client-pause|server-pause|server-restart[-late|-persistent]|blackhole|link-delay|link-reset|leader-kill|clock-fast [--seconds N]
   dlock-checker worker ...                                 (started by the checker itself)";
 
 fn main() -> std::process::ExitCode {
@@ -111,6 +111,7 @@ fn parse_fault(s: &str) -> Option<Fault> {
         "link-reset" => Fault::LinkReset,
         "blackhole" => Fault::Blackhole,
         "leader-kill" => Fault::LeaderKill,
+        "clock-fast" => Fault::ClockFast,
         _ => return None,
     })
 }

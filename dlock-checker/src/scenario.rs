@@ -64,7 +64,36 @@ pub enum Fault {
     LinkReset,
     /// etcd: the leader of a three-node cluster killed.
     LeaderKill,
+    /// Redlock: one node's clock running five times as fast, as its keys see it:
+    /// every lock key's remaining TTL on that node shrinks at five times the real
+    /// rate, so it expires early, within a worker's critical section (a clock that jumps or runs fast, the hazard Redlock's
+    /// analysis names). Emulated with the node's own commands: libfaketime aborts
+    /// Debian's redis-server 7.0.
+    ClockFast,
 }
+
+/// One tick of a clock running fast on a Redis node: every lock key loses
+/// ARGV[1] ms more of its TTL, and one with no more than that left is deleted (it
+/// would have expired). ARGV[2]: the lock keys' pattern. Returns how many expired.
+const CLOCK_TICK: &str = r#"
+local cursor, expired, extra = '0', 0, tonumber(ARGV[1])
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[2], 'COUNT', 200)
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do
+    local left = redis.call('PTTL', key)
+    if left > 0 then
+      if left <= extra then
+        redis.call('DEL', key)
+        expired = expired + 1
+      else
+        redis.call('PEXPIRE', key, left - extra)
+      end
+    end
+  end
+until cursor == '0'
+return expired
+"#;
 
 impl Fault {
     /// Its name in the table.
@@ -79,6 +108,7 @@ impl Fault {
             Fault::LinkReset => "link reset",
             Fault::Blackhole => "link blackholed",
             Fault::LeaderKill => "leader killed (3 nodes)",
+            Fault::ClockFast => "one node's clock 5x fast",
         }
     }
 }
@@ -337,7 +367,8 @@ async fn finish(plan: Plan, ttl: Duration, history: &[Event], regs: &Registers) 
         | Fault::ServerRestartLate
         | Fault::ServerRestartPersistent
         | Fault::LinkReset
-        | Fault::LeaderKill => !report.observed.is_empty(),
+        | Fault::LeaderKill
+        | Fault::ClockFast => !report.observed.is_empty(),
     };
     Row {
         plan,
@@ -566,6 +597,43 @@ async fn inject(
             tokio::time::sleep(pause).await;
             proxy.set(Link::Pass);
             fault_event(record, plan.fault, false);
+        }
+        Fault::ClockFast => {
+            // On the second node, as the restart fault picks.
+            let node = setup.nodes.get(1).expect("a Redlock node");
+            let client = redis::Client::open(format!("redis://127.0.0.1:{}", node.port()))
+                .expect("node url");
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to the node");
+            let tick = ttl / 20;
+            let script = redis::Script::new(CLOCK_TICK);
+            let (mut expired, mut held) = (0i64, false);
+            fault_event(record, plan.fault, true);
+            let end = tokio::time::Instant::now() + pause;
+            while tokio::time::Instant::now() < end {
+                tokio::time::sleep(tick).await;
+                // Each tick of real time takes five off every TTL: four extra.
+                match script
+                    .arg(u64::try_from((tick * 4).as_millis()).unwrap_or(u64::MAX))
+                    .arg("dlock:v1:lock:*")
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                {
+                    Ok(n) => {
+                        expired += n;
+                        held = true;
+                    }
+                    Err(e) => eprintln!("clock tick on the node failed: {e}"),
+                }
+            }
+            fault_event(record, plan.fault, false);
+            if held && expired > 0 {
+                // One fixed line per round, so the table counts the rounds it bit.
+                observed(record, "lock keys expired early on the fast node".into());
+                eprintln!("clock-fast round {round}: {expired} lock keys expired early");
+            }
         }
         Fault::LeaderKill => {
             let cluster = setup.cluster.as_ref().expect("a cluster");

@@ -23,6 +23,7 @@ pub fn matrix() -> Vec<(Backend, Fault)> {
         (Backend::Redlock, Fault::ClientPause),
         (Backend::Redlock, Fault::ServerRestart),
         (Backend::RedlockUndelayed, Fault::ServerRestart),
+        (Backend::Redlock, Fault::ClockFast),
     ]
 }
 
@@ -70,7 +71,8 @@ fn effect(r: &Row) -> String {
         | Fault::ServerRestartLate
         | Fault::ServerRestartPersistent
         | Fault::LinkReset
-        | Fault::LeaderKill => {
+        | Fault::LeaderKill
+        | Fault::ClockFast => {
             // Each distinct observation once, with how often it was seen.
             let mut seen: Vec<(&str, usize)> = Vec::new();
             for o in &m.observed {
@@ -154,9 +156,18 @@ pub fn page(rows: &[Row], command: &str, seconds: u64) -> String {
          the maximum TTL, 60 s), and possibly some without them, but only when the\n\
          restart hits a holder that had exactly a bare majority; holders here usually\n\
          hold all three nodes, so a single restart rarely shows the hazard (the\n\
-         dlock-redlock fault tests set it up on purpose and show it). A clock running\n\
-         fast on one node (libfaketime) is not measured: Debian's libfaketime 0.9.10\n\
-         aborts Debian's redis-server 7.0 at start-up (recursive `clock_gettime`)."
+         dlock-redlock fault tests set it up on purpose and show it).\n\n\
+         **Redlock with one node's clock running fast**: the second node's lock keys\n\
+         lose their TTL at five times the real rate (every TTL/20, each key's PTTL is\n\
+         cut by four times as much again, and a key with less left is deleted), so\n\
+         they expire there within a critical section, as with a clock that runs fast\n\
+         or jumps (at twice the rate nothing expires early here: critical sections\n\
+         last at most a quarter of the TTL). libfaketime cannot do it:\n\
+         Debian's libfaketime 0.9.10 aborts Debian's redis-server 7.0 at start-up\n\
+         (recursive `clock_gettime`). Expected: no mutex violation while the other two\n\
+         nodes keep their keys, since a second holder needs one of them too; the drift\n\
+         allowance (1 % of the TTL) does not cover a clock this fast, so a holder whose\n\
+         quorum was exactly the fast node and one other could be overlapped."
     );
     out
 }
