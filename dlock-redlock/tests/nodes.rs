@@ -1,0 +1,134 @@
+//! Each node its own credentials and TLS, through the builder; shared credentials
+//! through the URL; and passwords that never show in an error.
+
+use std::{path::PathBuf, time::Duration};
+
+use dlock_core::{Acquire, Error, LockExt, OwnerId};
+use dlock_redis::RedisConfig;
+use dlock_redlock::{RedlockConfig, RedlockLock};
+use dlock_testkit::{RedisOptions, Server, start_redis};
+
+async fn with_password(password: &str) -> Server {
+    start_redis(RedisOptions {
+        args: vec!["--requirepass".into(), password.into()],
+        ..RedisOptions::default()
+    })
+    .await
+}
+
+/// A node that speaks TLS only, with a certificate made now: (server, its PEM, the
+/// directory to remove).
+async fn with_tls() -> (Server, String, PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("certificate");
+    let dir = std::env::temp_dir().join(format!("dlock-redlock-tls-{}", OwnerId::random()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let pem = cert.cert.pem();
+    std::fs::write(dir.join("server.pem"), &pem).expect("write cert");
+    std::fs::write(dir.join("server.key"), cert.signing_key.serialize_pem()).expect("write key");
+    let server = start_redis(RedisOptions {
+        args: [
+            "--port",
+            "0",
+            "--tls-port",
+            "6379",
+            "--tls-cert-file",
+            "/tls/server.pem",
+            "--tls-key-file",
+            "/tls/server.key",
+            "--tls-ca-cert-file",
+            "/tls/server.pem",
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec(),
+        mounts: vec![(dir.clone(), "/tls".into())],
+        ..RedisOptions::default()
+    })
+    .await;
+    (server, pem, dir)
+}
+
+async fn acquire_and_release(lock: &RedlockLock) {
+    let key = format!("redlock-nodes:{}", OwnerId::random());
+    let mut lease = lock
+        .acquire(&key, Acquire::ttl(Duration::from_secs(5)))
+        .await
+        .expect("acquire on every node");
+    assert!(lease.fence().get() > 0);
+    lease.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_with_its_own_password_or_tls() {
+    let (a, b) = (with_password("pw-a").await, with_password("pw-b").await);
+    let (c, pem, dir) = with_tls().await;
+    let node = |url: String, password: &str| {
+        RedisConfig::builder()
+            .url(url)
+            .password(password)
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .expect("node config")
+    };
+    let tls_node = RedisConfig::builder()
+        .url(format!("rediss://127.0.0.1:{}", c.port()))
+        .tls_root_cert_pem(pem.as_bytes())
+        .build()
+        .expect("TLS node config");
+    let config = RedlockConfig::builder()
+        .node(node(format!("redis://127.0.0.1:{}", a.port()), "pw-a"))
+        .node(node(format!("redis://127.0.0.1:{}", b.port()), "pw-b"))
+        .node(tls_node.clone())
+        .build()
+        .expect("config");
+    assert!(
+        !format!("{config:?}").contains("pw-"),
+        "a password shows in {config:?}"
+    );
+    let lock = RedlockLock::connect_with(config).await.expect("connect");
+    acquire_and_release(&lock).await;
+
+    // One node's password wrong: connecting fails as refused credentials, and the
+    // error does not carry the password.
+    let wrong = RedlockConfig::builder()
+        .node(node(format!("redis://127.0.0.1:{}", a.port()), "pw-a"))
+        .node(node(format!("redis://127.0.0.1:{}", b.port()), "not-pw-b"))
+        .node(tls_node)
+        .build()
+        .expect("config");
+    match RedlockLock::connect_with(wrong).await {
+        Err(e @ Error::Auth { .. }) => {
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("not-pw-b"), "the password leaked: {shown}");
+        }
+        other => panic!("expected an auth error, got {:?}", other.map(|_| ())),
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_shares_its_credentials_and_hides_them() {
+    let nodes = [
+        with_password("shared-pw").await,
+        with_password("shared-pw").await,
+        with_password("shared-pw").await,
+    ];
+    let hosts: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let lock = RedlockLock::connect(&format!("redlock://:shared-pw@{}", hosts.join(",")))
+        .await
+        .expect("connect with the URL's password");
+    acquire_and_release(&lock).await;
+    let url = format!("redlock://:wrong-pw@{}", hosts.join(","));
+    match RedlockLock::connect(&url).await {
+        Err(e @ Error::Auth { .. }) => {
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("wrong-pw"), "the password leaked: {shown}");
+        }
+        other => panic!("expected an auth error, got {:?}", other.map(|_| ())),
+    }
+}
