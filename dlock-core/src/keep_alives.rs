@@ -53,6 +53,9 @@ struct Bus {
     departs: Option<BootInstant>,
     /// Wakes the boarding batch's task when `departs` moves earlier.
     moved: Arc<Notify>,
+    /// That task. One that is gone while its batch still boards (its runtime shut
+    /// down) is replaced, or the batch would never leave.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct Rider {
@@ -91,27 +94,26 @@ impl KeepAlives {
         by: BootInstant,
     ) -> Result<BootInstant, Error> {
         let (answer, answered) = oneshot::channel();
-        let first = {
+        {
             let mut bus = self.bus.lock().unwrap_or_else(PoisonError::into_inner);
             bus.riders.push(Rider { extension, answer });
+            let stranded = bus.task.as_ref().is_none_or(|t| t.is_finished());
             match bus.departs {
-                None => {
-                    bus.departs = Some(by);
-                    bus.moved = Arc::new(Notify::new());
-                    Some(Arc::clone(&bus.moved))
-                }
-                Some(at) => {
+                Some(at) if !stranded => {
                     if by < at {
                         bus.departs = Some(by);
                         // A stored permit if the task is not waiting yet: never missed.
                         bus.moved.notify_one();
                     }
-                    None
+                }
+                // A new batch, or one whose task is gone: a task to send it.
+                departs => {
+                    bus.departs = Some(departs.map_or(by, |at| at.min(by)));
+                    bus.moved = Arc::new(Notify::new());
+                    let moved = Arc::clone(&bus.moved);
+                    bus.task = Some(tokio::spawn(depart(Arc::clone(lock), moved)));
                 }
             }
-        };
-        if let Some(moved) = first {
-            tokio::spawn(depart(Arc::clone(lock), moved));
         }
         answered.await.unwrap_or_else(|_| {
             Err(Error::Backend {
@@ -195,5 +197,111 @@ async fn send(lock: &DynLock, keep_alives: &KeepAlives, riders: Vec<Rider>) {
             })
         });
         let _ = answer.send(result.map(|()| sent));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Attempt, AttemptRequest, Capabilities, Lock};
+
+    /// A lock whose only real part is batched keep-alive: counts what it is sent.
+    #[derive(Default)]
+    struct Batching {
+        keep_alives: KeepAlives,
+    }
+
+    #[async_trait::async_trait]
+    impl Lock for Batching {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        async fn attempt(&self, _: AttemptRequest<'_>) -> Result<Attempt, Error> {
+            unreachable!("only keep-alive is tested")
+        }
+        async fn extend(&self, _: &LockKey, _: &OwnerId, _: Duration) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn release(&self, _: &LockKey, _: &OwnerId) -> Result<bool, Error> {
+            Ok(true)
+        }
+        fn keep_alives(&self) -> Option<&KeepAlives> {
+            Some(&self.keep_alives)
+        }
+    }
+
+    fn extension() -> Extension {
+        Extension {
+            key: LockKey::new("k").expect("key"),
+            owner: OwnerId::random(),
+            ttl: Duration::from_secs(10),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn a_batch_whose_runtime_shut_down_does_not_strand_the_next_riders() {
+        let lock = Arc::new(Batching::default());
+        let dyn_lock: DynLock = lock.clone();
+        // A rider boards a batch that leaves in an hour; its runtime then shuts down,
+        // taking the batch's task with it.
+        runtime().block_on(async {
+            let later = BootInstant::now().saturating_add(Duration::from_secs(3600));
+            let boarded = lock.keep_alives.extend(&dyn_lock, extension(), later);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), boarded)
+                    .await
+                    .is_err()
+            );
+        });
+        // On another runtime, a rider due now is sent at once.
+        runtime().block_on(async {
+            let now = lock
+                .keep_alives
+                .extend(&dyn_lock, extension(), BootInstant::now());
+            let sent = tokio::time::timeout(Duration::from_secs(5), now)
+                .await
+                .expect("the rider was stranded on a batch nobody sends");
+            assert!(sent.is_ok(), "{sent:?}");
+        });
+        assert_eq!(lock.keep_alives.batches_sent(), 1);
+        assert_eq!(
+            lock.keep_alives.extensions_sent(),
+            1,
+            "the dropped rider was sent"
+        );
+    }
+
+    #[test]
+    fn riders_due_together_share_one_call_and_leave_by_the_earliest() {
+        let lock = Arc::new(Batching::default());
+        let dyn_lock: DynLock = lock.clone();
+        runtime().block_on(async {
+            let start = BootInstant::now();
+            let at = |ms| start.saturating_add(Duration::from_millis(ms));
+            let riders =
+                (0..100u64).map(|i| lock.keep_alives.extend(&dyn_lock, extension(), at(200 + i)));
+            // One rider due sooner pulls the whole batch forward.
+            let early = lock.keep_alives.extend(&dyn_lock, extension(), at(50));
+            let (sent, early) = tokio::join!(futures::future::join_all(riders), early);
+            let departed = early.expect("sent");
+            assert!(
+                sent.iter()
+                    .all(|r| r.as_ref().is_ok_and(|&d| d == departed))
+            );
+            let waited = departed.saturating_duration_since(start);
+            assert!(
+                waited >= Duration::from_millis(50) && waited < Duration::from_millis(200),
+                "left after {waited:?}"
+            );
+        });
+        assert_eq!(lock.keep_alives.batches_sent(), 1);
+        assert_eq!(lock.keep_alives.extensions_sent(), 101);
     }
 }
