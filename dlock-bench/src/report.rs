@@ -84,7 +84,8 @@ fn plot(path: &Path, points: &[Point], metric: Metric) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| format!("plotting {}: {e}", path.display());
     let value = |p: &Point| match metric {
         Metric::Rate => p.rate.max(1.0),
-        Metric::P99 => (p.p99.max(Duration::from_micros(10))).as_secs_f64() * 1000.0,
+        // Clamped above zero for the log axis, below any wait measured here.
+        Metric::P99 => (p.p99.max(Duration::from_nanos(100))).as_secs_f64() * 1000.0,
     };
     let max_clients = points.iter().map(|p| p.clients).max().unwrap_or(1) as f64;
     let (lo, hi) = points
@@ -117,7 +118,10 @@ fn plot(path: &Path, points: &[Point], metric: Metric) -> Result<(), String> {
             if *y >= 1.0 {
                 format!("{y:.0}")
             } else {
-                format!("{y}")
+                format!("{y:.4}")
+                    .trim_end_matches('0')
+                    .trim_end_matches('.')
+                    .to_owned()
             }
         })
         .label_style(("sans-serif", 14))
@@ -150,7 +154,11 @@ fn plot(path: &Path, points: &[Point], metric: Metric) -> Result<(), String> {
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
+        // Waits start low at one client: the upper left is free there.
+        .position(match metric {
+            Metric::Rate => SeriesLabelPosition::UpperRight,
+            Metric::P99 => SeriesLabelPosition::UpperLeft,
+        })
         .draw()
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
