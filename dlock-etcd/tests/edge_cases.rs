@@ -245,19 +245,13 @@ async fn wrong_or_missing_credentials_are_auth_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_certificate_made_at_test_time() {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-        .expect("certificate");
-    let dir = std::env::temp_dir().join(format!("dlock-etcd-tls-{}", OwnerId::random()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let cert_pem = cert.cert.pem();
-    std::fs::write(dir.join("server.pem"), &cert_pem).expect("write cert");
-    std::fs::write(dir.join("server.key"), cert.signing_key.serialize_pem()).expect("write key");
-    let server = dlock_testkit::start_etcd_tls(&dir).await;
+    let cert = dlock_testkit::TestCertificate::new("etcd");
+    let server = dlock_testkit::start_etcd_tls(cert.dir()).await;
     let endpoint = format!("https://127.0.0.1:{}", server.port());
 
     let trusted = EtcdConfig::builder()
         .endpoint(&endpoint)
-        .tls_ca_pem(cert_pem.as_bytes())
+        .tls_ca_pem(cert.pem().as_bytes())
         .build()
         .expect("config");
     let locks = EtcdLock::connect_with(trusted).await.expect("TLS connect");
@@ -277,7 +271,6 @@ async fn tls_with_a_certificate_made_at_test_time() {
         EtcdLock::connect_with(untrusted).await.is_err(),
         "an untrusted server was accepted"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

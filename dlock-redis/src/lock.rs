@@ -8,7 +8,7 @@ use dlock_core::{
     LockKey, MAX_REPRESENTABLE_TTL, OwnerId, Tracker,
 };
 
-use crate::{NodeExtend, NodeGrant, RedisConfig, RedisNode};
+use crate::{NodeGrant, RedisConfig, RedisNode};
 
 /// Locks on one Redis server. Cheap to clone: clones share the connections.
 ///
@@ -127,10 +127,11 @@ impl Lock for RedisLock {
     }
 
     async fn extend(&self, key: &LockKey, owner: &OwnerId, ttl: Duration) -> Result<(), Error> {
-        match self.inner.node.extend(key, owner, ttl).await? {
-            NodeExtend::Extended => Ok(()),
-            NodeExtend::NotHeld(reason) => Err(Error::lease_lost(key.as_str(), reason)),
-        }
+        self.inner
+            .node
+            .extend(key, owner, ttl)
+            .await?
+            .into_result(key)
     }
 
     async fn extend_many(&self, batch: &[Extension]) -> Vec<Result<(), Error>> {
@@ -138,10 +139,7 @@ impl Lock for RedisLock {
         answers
             .into_iter()
             .zip(batch)
-            .map(|(answer, e)| match answer? {
-                NodeExtend::Extended => Ok(()),
-                NodeExtend::NotHeld(reason) => Err(Error::lease_lost(e.key.as_str(), reason)),
-            })
+            .map(|(answer, e)| answer?.into_result(&e.key))
             .collect()
     }
 
@@ -160,10 +158,11 @@ impl Lock for RedisLock {
     }
 
     async fn publish(&self, key: &LockKey, owner: &OwnerId, value: &[u8]) -> Result<(), Error> {
-        match self.inner.node.publish(key, owner, value).await? {
-            NodeExtend::Extended => Ok(()),
-            NodeExtend::NotHeld(reason) => Err(Error::lease_lost(key.as_str(), reason)),
-        }
+        self.inner
+            .node
+            .publish(key, owner, value)
+            .await?
+            .into_result(key)
     }
 
     fn operation_timeout(&self) -> Duration {

@@ -74,6 +74,15 @@ impl NodeExtend {
             _ => NodeExtend::NotHeld(LossReason::Gone),
         }
     }
+
+    /// As the contract answers it: `Ok` if done, [`Error::LeaseLost`] on `key` if
+    /// the owner no longer holds it.
+    pub fn into_result(self, key: &LockKey) -> Result<(), Error> {
+        match self {
+            NodeExtend::Extended => Ok(()),
+            NodeExtend::NotHeld(reason) => Err(Error::lease_lost(key.as_str(), reason)),
+        }
+    }
 }
 
 impl RedisNode {
@@ -248,10 +257,8 @@ impl RedisNode {
         owner: &OwnerId,
         ttl: Duration,
     ) -> Result<NodeExtend, Error> {
-        let extended: i64 = scripts::EXTEND
-            .key(self.layout().lock(key))
-            .arg(owner.to_hex())
-            .arg(millis(ttl))
+        let extended: i64 = self
+            .extend_invocation(key, owner, ttl)
             .invoke_async(&mut self.connection())
             .await
             .map_err(|e| from_redis(Some(key.as_str()), e))?;
@@ -261,17 +268,9 @@ impl RedisNode {
     /// Many [`extend`](Self::extend)s in one round trip: a pipeline of the same
     /// script, answered in order. A failed call (the connection broke) fails each.
     pub async fn extend_many(&self, batch: &[Extension]) -> Vec<Result<NodeExtend, Error>> {
-        let layout = self.layout();
         let invocations: Vec<_> = batch
             .iter()
-            .map(|e| {
-                let mut invocation = scripts::EXTEND.prepare_invoke();
-                invocation
-                    .key(layout.lock(&e.key))
-                    .arg(e.owner.to_hex())
-                    .arg(millis(e.ttl));
-                invocation
-            })
+            .map(|e| self.extend_invocation(&e.key, &e.owner, e.ttl))
             .collect();
         let mut pipe = redis::pipe();
         for invocation in &invocations {
@@ -390,6 +389,21 @@ impl RedisNode {
             .find_map(|line| line.strip_prefix("run_id:"))
             .map(|id| id.trim().to_owned())
             .ok_or_else(|| Error::backend("INFO server has no run_id"))
+    }
+
+    /// The EXTEND script for `owner`'s lease on `key` (KEYS: lock; ARGV: owner, ttl).
+    fn extend_invocation(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut invocation = scripts::EXTEND.prepare_invoke();
+        invocation
+            .key(self.layout().lock(key))
+            .arg(owner.to_hex())
+            .arg(millis(ttl));
+        invocation
     }
 
     /// `script` with the keys of `key`'s lock and line, in the order the acquire and

@@ -1,11 +1,13 @@
 //! Redis edge cases: keys of another type, credentials, TLS, servers that are not
 //! there or are not Redis.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use dlock_core::{Acquire, Error, LockExt};
 use dlock_redis::{RedisConfig, RedisLock};
-use dlock_testkit::{RedisOptions, free_port, shared_redis_url, start_redis};
+use dlock_testkit::{
+    RedisOptions, TestCertificate, free_port, shared_redis_url, start_redis, start_redis_tls,
+};
 use tokio::{io::AsyncWriteExt, net::TcpListener, time::Instant};
 
 fn key(name: &str) -> String {
@@ -124,40 +126,14 @@ async fn wrong_or_missing_credentials_are_auth_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_certificate_made_at_test_time() {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-        .expect("certificate");
-    let dir = std::env::temp_dir().join(format!("dlock-tls-{}", dlock_core::OwnerId::random()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let cert_pem = cert.cert.pem();
-    std::fs::write(dir.join("server.pem"), &cert_pem).expect("write cert");
-    std::fs::write(dir.join("server.key"), cert.signing_key.serialize_pem()).expect("write key");
-    let server = start_redis(RedisOptions {
-        args: [
-            "--port",
-            "0",
-            "--tls-port",
-            "6379",
-            "--tls-cert-file",
-            "/tls/server.pem",
-            "--tls-key-file",
-            "/tls/server.key",
-            "--tls-ca-cert-file",
-            "/tls/server.pem",
-            "--tls-auth-clients",
-            "no",
-        ]
-        .map(String::from)
-        .to_vec(),
-        mounts: vec![(PathBuf::from(&dir), "/tls".into())],
-        ..RedisOptions::default()
-    })
-    .await;
+    let cert = TestCertificate::new("redis");
+    let server = start_redis_tls(cert.dir()).await;
     let url = format!("rediss://127.0.0.1:{}", server.port());
 
     // Trusting the test certificate: works.
     let config = RedisConfig::builder()
         .url(&url)
-        .tls_root_cert_pem(cert_pem.as_bytes())
+        .tls_root_cert_pem(cert.pem().as_bytes())
         .build()
         .expect("config");
     assert!(config.is_tls());
@@ -185,7 +161,6 @@ async fn tls_with_a_certificate_made_at_test_time() {
         .build()
         .expect("config");
     assert!(RedisLock::connect_with(plain).await.is_err());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,12 @@
 //! Each node its own credentials and TLS, through the builder; shared credentials
 //! through the URL; and passwords that never show in an error.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use dlock_core::{Acquire, Error, LockExt, OwnerId};
 use dlock_redis::RedisConfig;
 use dlock_redlock::{RedlockConfig, RedlockLock};
-use dlock_testkit::{RedisOptions, Server, start_redis};
+use dlock_testkit::{RedisOptions, Server, TestCertificate, start_redis, start_redis_tls};
 
 async fn with_password(password: &str) -> Server {
     start_redis(RedisOptions {
@@ -14,40 +14,6 @@ async fn with_password(password: &str) -> Server {
         ..RedisOptions::default()
     })
     .await
-}
-
-/// A node that speaks TLS only, with a certificate made now: (server, its PEM, the
-/// directory to remove).
-async fn with_tls() -> (Server, String, PathBuf) {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-        .expect("certificate");
-    let dir = std::env::temp_dir().join(format!("dlock-redlock-tls-{}", OwnerId::random()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let pem = cert.cert.pem();
-    std::fs::write(dir.join("server.pem"), &pem).expect("write cert");
-    std::fs::write(dir.join("server.key"), cert.signing_key.serialize_pem()).expect("write key");
-    let server = start_redis(RedisOptions {
-        args: [
-            "--port",
-            "0",
-            "--tls-port",
-            "6379",
-            "--tls-cert-file",
-            "/tls/server.pem",
-            "--tls-key-file",
-            "/tls/server.key",
-            "--tls-ca-cert-file",
-            "/tls/server.pem",
-            "--tls-auth-clients",
-            "no",
-        ]
-        .map(String::from)
-        .to_vec(),
-        mounts: vec![(dir.clone(), "/tls".into())],
-        ..RedisOptions::default()
-    })
-    .await;
-    (server, pem, dir)
 }
 
 async fn acquire_and_release(lock: &RedlockLock) {
@@ -63,7 +29,8 @@ async fn acquire_and_release(lock: &RedlockLock) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_node_with_its_own_password_or_tls() {
     let (a, b) = (with_password("pw-a").await, with_password("pw-b").await);
-    let (c, pem, dir) = with_tls().await;
+    let cert = TestCertificate::new("redlock");
+    let c = start_redis_tls(cert.dir()).await;
     let node = |url: String, password: &str| {
         RedisConfig::builder()
             .url(url)
@@ -74,7 +41,7 @@ async fn each_node_with_its_own_password_or_tls() {
     };
     let tls_node = RedisConfig::builder()
         .url(format!("rediss://127.0.0.1:{}", c.port()))
-        .tls_root_cert_pem(pem.as_bytes())
+        .tls_root_cert_pem(cert.pem().as_bytes())
         .build()
         .expect("TLS node config");
     let config = RedlockConfig::builder()
@@ -105,7 +72,6 @@ async fn each_node_with_its_own_password_or_tls() {
         }
         other => panic!("expected an auth error, got {:?}", other.map(|_| ())),
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ mod container;
 mod etcd;
 mod proxy;
 mod redis;
+mod tls;
 
 pub use cluster::{ELECTION_TIMEOUT_MS, EtcdCluster, HEARTBEAT_MS};
 pub use container::{LABEL, Server, free_port};
@@ -25,5 +26,6 @@ pub use etcd::{etcd_image, shared_etcd_url, start_etcd, start_etcd_tls};
 pub use proxy::{Link, Proxy};
 pub use redis::{
     RedisOptions, redis_image, shared_redis_nodes, shared_redis_url, shared_redlock_url,
-    start_redis,
+    start_redis, start_redis_tls,
 };
+pub use tls::TestCertificate;

@@ -105,3 +105,30 @@ pub async fn start_redis(options: RedisOptions) -> Server {
     }
     Server::start(req, PORT).await
 }
+
+/// A Redis serving clients over TLS only (no plain port), with `server.pem` and
+/// `server.key` from the host directory `certs` (a [`TestCertificate`](crate::TestCertificate)'s).
+/// Clients need not present a certificate.
+pub async fn start_redis_tls(certs: &std::path::Path) -> Server {
+    start_redis(RedisOptions {
+        args: [
+            "--port",
+            "0",
+            "--tls-port",
+            "6379",
+            "--tls-cert-file",
+            "/tls/server.pem",
+            "--tls-key-file",
+            "/tls/server.key",
+            "--tls-ca-cert-file",
+            "/tls/server.pem",
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec(),
+        mounts: vec![(certs.to_path_buf(), "/tls".into())],
+        ..RedisOptions::default()
+    })
+    .await
+}
