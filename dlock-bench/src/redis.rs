@@ -274,27 +274,30 @@ async fn keep_alive_traffic(url: &str, leases: usize) {
     let batched: DynLock = Arc::new(redis.clone());
     let bulkhead = dlock::reliability::Bulkhead::new(leases * 2, 0).expect("bulkhead");
     let unbatched: DynLock = Arc::new(dlock::Bulkheaded::new(redis.clone(), bulkhead));
-    for (name, lock) in [("batched", &batched), ("one call per lease", &unbatched)] {
+    let batches = redis.keep_alives().expect("Redis batches keep-alive");
+    for (name, lock, is_batched) in [
+        ("batched", &batched, true),
+        ("one call per lease", &unbatched, false),
+    ] {
         let mut held = Vec::with_capacity(leases);
         for i in 0..leases {
             let key = format!("bench:keep-alive:{name}:{i}");
             let opts = Acquire::ttl(ttl).keep_alive(1.0 / 3.0);
             held.push(lock.acquire(&key, opts).await.expect("acquire"));
         }
-        let counts = redis
-            .keep_alives()
-            .map(|k| (k.batches_sent(), k.extensions_sent()));
+        let (sent, extended) = (batches.batches_sent(), batches.extensions_sent());
         let (cmds, input, output) = server_stats(&mut probe).await;
         tokio::time::sleep(window).await;
         let (cmds2, input2, output2) = server_stats(&mut probe).await;
         let secs = window.as_secs_f64();
-        let calls = match (counts, redis.keep_alives()) {
-            (Some((b, e)), Some(k)) if name == "batched" => format!(
+        let calls = if is_batched {
+            format!(
                 "{:.0} calls/s carrying {:.0} extensions/s",
-                (k.batches_sent() - b) as f64 / secs,
-                (k.extensions_sent() - e) as f64 / secs
-            ),
-            _ => format!("{:.0} calls/s", (cmds2 - cmds) as f64 / secs),
+                (batches.batches_sent() - sent) as f64 / secs,
+                (batches.extensions_sent() - extended) as f64 / secs
+            )
+        } else {
+            format!("{:.0} calls/s", (cmds2 - cmds) as f64 / secs)
         };
         let lost = held.iter().filter(|l| !l.is_valid()).count();
         out!(
@@ -344,84 +347,86 @@ async fn server_time_per_pair(
         .get_multiplexed_async_connection()
         .await
         .expect("connect");
-    let mut measure =
-        async |label: &str, run: &mut dyn FnMut() -> futures::future::BoxFuture<'static, f64>| {
-            let _: () = redis::cmd("CONFIG")
-                .arg("RESETSTAT")
-                .query_async(&mut probe)
-                .await
-                .expect("CONFIG RESETSTAT");
-            let rate = run().await;
-            let info: String = redis::cmd("INFO")
-                .arg("commandstats")
-                .query_async(&mut probe)
-                .await
-                .expect("INFO commandstats");
-            // cmdstat_<name>:calls=N,usec=U,... for the lock's commands (not INFO's).
-            let (mut calls, mut usec) = (0u64, 0u64);
-            let mut per_command = Vec::new();
-            for line in info.lines() {
-                let Some(rest) = line.strip_prefix("cmdstat_") else {
-                    continue;
-                };
-                let Some((name, fields)) = rest.split_once(':') else {
-                    continue;
-                };
-                if matches!(name, "info" | "config|resetstat" | "config") {
-                    continue;
-                }
-                let field = |f: &str| {
-                    fields
-                        .split(',')
-                        .find_map(|kv| kv.strip_prefix(f))
-                        .and_then(|v| v.parse::<f64>().ok())
-                        .unwrap_or(0.0)
-                };
-                calls += field("calls=") as u64;
-                usec += field("usec=") as u64;
-                per_command.push(format!("{name} {:.1} µs", field("usec_per_call=")));
-            }
-            let pairs = (rate * window.as_secs_f64()).max(1.0);
-            out!(
-                "  {label:<30} {rate:>9.0}/s  server {:>5.1} µs per pair ({:.1} commands; {})",
-                usec as f64 / pairs,
-                calls as f64 / pairs,
-                per_command.join(", ")
-            );
-        };
     out!("Server time per acquire+release, 64 tasks on distinct keys ({window:?} each):");
-    let tasks =
-        |op: Arc<dyn Fn(usize) -> futures::future::BoxFuture<'static, ()> + Send + Sync>| {
-            move || -> futures::future::BoxFuture<'static, f64> {
-                let op = op.clone();
-                Box::pin(async move { many_tasks(64, window, move |t| op(t)).await.rate })
-            }
+    reset_command_stats(&mut probe).await;
+    let floor = floor.clone();
+    let rate = many_tasks(64, window, move |t| {
+        let floor = floor.clone();
+        async move { floor.pair(&format!("bench:srv:raw:{t}")).await }
+    })
+    .await
+    .rate;
+    print_command_stats(&mut probe, "raw pair", rate, window).await;
+    reset_command_stats(&mut probe).await;
+    let node = node.clone();
+    let rate = many_tasks(64, window, move |t| {
+        let node = node.clone();
+        async move { scripts_pair(&node, &format!("bench:srv:scripts:{t}")).await }
+    })
+    .await
+    .rate;
+    print_command_stats(&mut probe, "dlock's scripts alone", rate, window).await;
+    reset_command_stats(&mut probe).await;
+    let lock = lock.clone();
+    let rate = many_tasks(64, window, move |t| {
+        let lock = lock.clone();
+        async move { acquire_release(&lock, &format!("bench:srv:lock:{t}")).await }
+    })
+    .await
+    .rate;
+    print_command_stats(&mut probe, "the lock", rate, window).await;
+}
+
+async fn reset_command_stats(conn: &mut MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .expect("CONFIG RESETSTAT");
+}
+
+/// The server's time and commands per pair since the last reset, for `rate` pairs a
+/// second over `window`, from `cmdstat_<name>:calls=N,usec=U,...` (INFO's and
+/// CONFIG's own left out).
+async fn print_command_stats(
+    conn: &mut MultiplexedConnection,
+    label: &str,
+    rate: f64,
+    window: Duration,
+) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO commandstats");
+    let (mut calls, mut usec) = (0u64, 0u64);
+    let mut per_command = Vec::new();
+    for line in info.lines() {
+        let Some(rest) = line.strip_prefix("cmdstat_") else {
+            continue;
         };
-    let f = floor.clone();
-    measure(
-        "raw pair",
-        &mut tasks(Arc::new(move |t| {
-            let f = f.clone();
-            Box::pin(async move { f.pair(&format!("bench:srv:raw:{t}")).await })
-        })),
-    )
-    .await;
-    let n = node.clone();
-    measure(
-        "dlock's scripts alone",
-        &mut tasks(Arc::new(move |t| {
-            let n = n.clone();
-            Box::pin(async move { scripts_pair(&n, &format!("bench:srv:scripts:{t}")).await })
-        })),
-    )
-    .await;
-    let l = lock.clone();
-    measure(
-        "the lock",
-        &mut tasks(Arc::new(move |t| {
-            let l = l.clone();
-            Box::pin(async move { acquire_release(&l, &format!("bench:srv:lock:{t}")).await })
-        })),
-    )
-    .await;
+        let Some((name, fields)) = rest.split_once(':') else {
+            continue;
+        };
+        if matches!(name, "info" | "config|resetstat" | "config") {
+            continue;
+        }
+        let field = |f: &str| {
+            fields
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(f))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        calls += field("calls=") as u64;
+        usec += field("usec=") as u64;
+        per_command.push(format!("{name} {:.1} µs", field("usec_per_call=")));
+    }
+    let pairs = (rate * window.as_secs_f64()).max(1.0);
+    out!(
+        "  {label:<30} {rate:>9.0}/s  server {:>5.1} µs per pair ({:.1} commands; {})",
+        usec as f64 / pairs,
+        calls as f64 / pairs,
+        per_command.join(", ")
+    );
 }
