@@ -164,20 +164,8 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
         separate_clients("dlock", clients, config.window * 2, |stop| {
             let url = url.clone();
             tokio::spawn(async move {
-                let lock = RedisLock::connect(&url).await.expect("connect");
-                let mut waits = Vec::new();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let t = std::time::Instant::now();
-                    let opts =
-                        dlock::Acquire::ttl(Duration::from_secs(30)).wait(Duration::from_secs(5));
-                    if let Ok(mut lease) =
-                        dlock::LockExt::acquire(&lock, "bench:clients", opts).await
-                    {
-                        waits.push(t.elapsed());
-                        let _ = lease.release().await;
-                    }
-                }
-                waits
+                let lock: DynLock = Arc::new(RedisLock::connect(&url).await.expect("connect"));
+                client_loop(lock, "bench:clients".to_owned(), stop).await
             })
         })
         .await;

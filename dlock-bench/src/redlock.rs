@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dlock::{Acquire, DynLock, LockExt, RedisLock, RedlockConfig, RedlockLock};
+use dlock::{DynLock, RedisLock, RedlockConfig, RedlockLock};
 use rslock::LockManager;
 
 use crate::measure::*;
@@ -134,16 +134,7 @@ async fn contended_clients(urls: &[String], window: Duration) {
         let urls = urls.to_vec();
         tokio::spawn(async move {
             let lock = redlock(&urls, true).await;
-            let mut waits = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let opts = Acquire::ttl(TTL).wait(Duration::from_secs(5));
-                if let Ok(mut lease) = lock.acquire("bench:contended", opts).await {
-                    waits.push(t.elapsed());
-                    let _ = lease.release().await;
-                }
-            }
-            waits
+            client_loop(lock, "bench:contended".to_owned(), stop).await
         })
     })
     .await;
