@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use dlock_core::{
     Attempt, AttemptRequest, BootInstant, Capabilities, Error, ExpiryScope, FenceToken, Holder,
     InvalidInput, Lock, LockKey, LossReason, OwnerId, WakeSignal, bounded,
-    reliability::{CircuitBreaker, FullJitter},
+    reliability::CircuitBreaker,
 };
 use dlock_redis::{NodeExtend, NodeGrant, RedisNode};
 use futures::{StreamExt, stream::FuturesUnordered};
@@ -25,9 +25,6 @@ use crate::{
 
 /// Tokens must stay exact in the nodes' Lua numbers.
 const MAX_TOKEN: u64 = 1 << 53;
-
-/// The most a woken waiter waits before trying again, uniformly at random.
-const WAKE_SPREAD: Duration = Duration::from_millis(2);
 
 /// Locks on a quorum of independent Redis servers (Redlock). Cheap to clone.
 ///
@@ -340,13 +337,6 @@ impl Lock for RedlockLock {
                 .collect();
             Box::pin(async move {
                 futures::future::select_all(signals).await;
-                // One release wakes every waiter of every client at once: spread
-                // their retries, or they split the nodes' votes and none reaches a
-                // quorum (8 clients on one key, quick bench runs on native servers:
-                // 688-697 grants a second without it, 1 209-1 282 with it).
-                if let Some(pause) = FullJitter::new(WAKE_SPREAD, 1.0, WAKE_SPREAD).next() {
-                    tokio::time::sleep(pause).await;
-                }
             }) as WakeSignal
         });
         Ok(Attempt::Busy { wake, retry_after })
