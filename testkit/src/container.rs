@@ -26,6 +26,19 @@ impl Server {
         Server { container, port }
     }
 
+    /// A container in the host's network, serving on 127.0.0.1:`port` itself.
+    pub(crate) async fn start_on_host(
+        request: ContainerRequest<GenericImage>,
+        port: u16,
+    ) -> Server {
+        let container = request
+            .with_label(LABEL, run_id())
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{}", docker_help(&e.to_string())));
+        Server { container, port }
+    }
+
     /// The published port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port

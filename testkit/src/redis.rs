@@ -89,10 +89,27 @@ pub struct RedisOptions {
     pub host_port: Option<u16>,
     /// Host directories mounted read-only: (host path, container path).
     pub mounts: Vec<(PathBuf, String)>,
+    /// Run in the host's network, listening on 127.0.0.1:`host_port` itself, with
+    /// no Docker port proxy between: a killed server's connections close at once,
+    /// as a real server's do, instead of when the client next writes.
+    pub host_network: bool,
 }
 
 /// A Redis for one test (one a fault test may pause or restart); removed when dropped.
 pub async fn start_redis(options: RedisOptions) -> Server {
+    if options.host_network {
+        let port = options
+            .host_port
+            .expect("a server in the host's network needs host_port");
+        let mut args = options.args.clone();
+        args.extend([
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+        ]);
+        return Server::start_on_host(request(&args).with_network("host"), port).await;
+    }
     let mut req = request(&options.args);
     if let Some(host_port) = options.host_port {
         req = req.with_mapped_port(host_port, PORT.tcp());
