@@ -132,10 +132,10 @@ impl RedisConfigBuilder {
         self
     }
 
-    /// How many times a command that failed with its connection is sent again on a
-    /// fresh one (default 1). 0 lets every connection failure surface, so a caller
-    /// sees each restart (Redlock checks the server's `run_id` then).
-    pub fn retries_after_reconnect(mut self, retries: usize) -> Self {
+    /// How many more times a lost connection is tried again, with growing pauses,
+    /// before the command waiting on it fails (default 1). Commands are never sent
+    /// twice. 0: one try, so a node that is down fails its commands at once.
+    pub fn reconnect_retries(mut self, retries: usize) -> Self {
         self.retries = Some(retries);
         self
     }

@@ -202,28 +202,69 @@ impl RedisNode {
         ttl: Duration,
         in_line: bool,
     ) -> Result<NodeGrant, Error> {
+        let reply: Value = self
+            .acquire_invocation(key, owner, ttl, in_line)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(|e| from_redis(Some(key.as_str()), e))?;
+        grant_from(&reply)
+    }
+
+    /// As [`acquire`](Self::acquire), with the name of the connection the answer
+    /// came over (`CLIENT GETNAME`, in the same pipeline): `None` for a connection
+    /// opened since the last [`name_connection`](Self::name_connection). Redlock
+    /// counts a vote only from a server it checked over that very connection.
+    pub async fn acquire_with_connection_name(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+    ) -> Result<(NodeGrant, Option<String>), Error> {
+        let invocation = self.acquire_invocation(key, owner, ttl, false);
+        let mut pipe = redis::pipe();
+        pipe.cmd("CLIENT").arg("GETNAME").invoke_script(&invocation);
+        let (name, reply): (Option<String>, Value) =
+            query_loading_script(&pipe, &scripts::ACQUIRE, &mut self.connection())
+                .await
+                .map_err(|e| from_redis(Some(key.as_str()), e))?;
+        Ok((grant_from(&reply)?, name))
+    }
+
+    /// Names the connection requests go over `name` (`CLIENT SETNAME`) and reads
+    /// the `run_id` of the server at its other end, in one pipeline, so both are
+    /// about the same connection. A server that restarted is reached over a new,
+    /// unnamed connection: while a connection keeps its name, it still reaches
+    /// the server whose `run_id` this returned.
+    pub async fn name_connection(&self, name: &str) -> Result<String, Error> {
+        let ((), info): ((), String) = redis::pipe()
+            .cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(name)
+            .cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.connection())
+            .await
+            .map_err(|e| from_redis(None, e))?;
+        run_id_in(&info)
+    }
+
+    /// The ACQUIRE script for `owner` on `key` (see `scripts.rs` for its arguments).
+    fn acquire_invocation(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+        in_line: bool,
+    ) -> redis::ScriptInvocation<'static> {
         let mut invocation = self.with_line_keys(&scripts::ACQUIRE, key);
-        let reply: Value = invocation
+        invocation
             .arg(owner.to_hex())
             .arg(millis(ttl))
             .arg(millis(FENCE_COUNTER_TTL.max(ttl)))
             .arg(if in_line { "1" } else { "0" })
             .arg(millis(PLACE_TTL))
-            .arg(&self.inner.client)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(|e| from_redis(Some(key.as_str()), e))?;
-        let Value::Array(parts) = &reply else {
-            return Err(unexpected(&reply));
-        };
-        match (
-            parts.first().and_then(integer),
-            parts.get(1).and_then(integer),
-        ) {
-            (Some(1), Some(token)) => Ok(NodeGrant::Granted(FenceToken(token))),
-            (Some(0), pttl) => Ok(NodeGrant::Held(pttl.map(Duration::from_millis))),
-            _ => Err(unexpected(&reply)),
-        }
+            .arg(&self.inner.client);
+        invocation
     }
 
     /// Raises `key`'s fence counter to `token` if `owner` still holds the key and
@@ -276,16 +317,8 @@ impl RedisNode {
         for invocation in &invocations {
             pipe.invoke_script(invocation);
         }
-        let mut conn = self.connection();
-        let mut answers: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut conn).await;
-        if matches!(&answers, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
-        {
-            // A server that restarted or ran SCRIPT FLUSH: load it, then once more.
-            answers = match scripts::EXTEND.prepare_invoke().load_async(&mut conn).await {
-                Ok(_) => pipe.query_async(&mut conn).await,
-                Err(e) => Err(e),
-            };
-        }
+        let answers: redis::RedisResult<Vec<i64>> =
+            query_loading_script(&pipe, &scripts::EXTEND, &mut self.connection()).await;
         match answers {
             Ok(answers) => answers
                 .into_iter()
@@ -385,10 +418,7 @@ impl RedisNode {
             .query_async(&mut self.connection())
             .await
             .map_err(|e| from_redis(None, e))?;
-        info.lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_owned())
-            .ok_or_else(|| Error::backend("INFO server has no run_id"))
+        run_id_in(&info)
     }
 
     /// The EXTEND script for `owner`'s lease on `key` (KEYS: lock; ARGV: owner, ttl).
@@ -464,6 +494,45 @@ fn client(config: &RedisConfig, resp3: bool) -> Result<Client, Error> {
             reason: e.to_string(),
         })
     })
+}
+
+/// Runs `pipe`, whose scripts are all `script`; after a `NOSCRIPT` (a server that
+/// restarted or ran SCRIPT FLUSH) loads it and runs the pipeline once more.
+async fn query_loading_script<T: redis::FromRedisValue>(
+    pipe: &redis::Pipeline,
+    script: &redis::Script,
+    conn: &mut ConnectionManager,
+) -> redis::RedisResult<T> {
+    match pipe.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.prepare_invoke().load_async(conn).await?;
+            pipe.query_async(conn).await
+        }
+        answer => answer,
+    }
+}
+
+/// The `run_id` line of `INFO server`.
+fn run_id_in(info: &str) -> Result<String, Error> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .ok_or_else(|| Error::backend("INFO server has no run_id"))
+}
+
+/// The ACQUIRE script's answer: `{1, token}` granted, `{0, pttl}` held.
+fn grant_from(reply: &Value) -> Result<NodeGrant, Error> {
+    let Value::Array(parts) = reply else {
+        return Err(unexpected(reply));
+    };
+    match (
+        parts.first().and_then(integer),
+        parts.get(1).and_then(integer),
+    ) {
+        (Some(1), Some(token)) => Ok(NodeGrant::Granted(FenceToken(token))),
+        (Some(0), pttl) => Ok(NodeGrant::Held(pttl.map(Duration::from_millis))),
+        _ => Err(unexpected(reply)),
+    }
 }
 
 fn millis(d: Duration) -> u64 {

@@ -167,7 +167,9 @@ impl RedlockConfigBuilder {
     }
 
     /// Whether a node seen restarting (its `run_id` changed) gets no vote until it
-    /// has been up for the maximum TTL (default on).
+    /// has been up for the maximum TTL (default on). Each vote then carries its
+    /// connection's name, and every new connection is checked: the nodes' users
+    /// need `CLIENT SETNAME`, `CLIENT GETNAME` and `INFO`.
     pub fn delayed_restarts(mut self, on: bool) -> Self {
         self.delayed_restarts = Some(on);
         self
@@ -187,12 +189,12 @@ impl RedlockConfigBuilder {
         };
         let mut nodes = self.nodes;
         for url in self.urls {
-            // Each node answers alone: its command is never resent on a new
-            // connection, so a restart surfaces and its run_id is checked.
+            // A node that is down fails at once, instead of after reconnect pauses
+            // that could use up the per-node timeout.
             nodes.push(
                 RedisConfig::builder()
                     .url(url)
-                    .retries_after_reconnect(0)
+                    .reconnect_retries(0)
                     .build()?,
             );
         }

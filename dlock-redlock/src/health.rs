@@ -1,20 +1,25 @@
-//! A node's health: its circuit breaker, so a dead node costs no waiting, and its
-//! `run_id`, so a node that restarted (and may have lost its locks) gets no vote
-//! until every lock it could have held has expired.
+//! A node's health: its circuit breaker, so a dead node costs no waiting, and which
+//! server it is (its `run_id`), so a node that restarted (and may have lost its
+//! locks) gets no vote until every lock it could have held has expired.
+//!
+//! A restart is seen on the connection, not guessed from failures: every answer
+//! that can be a vote comes with its connection's name, and this client names a
+//! connection only in the same pipeline that reads the server's `run_id` over it.
+//! A restarted server is reached over a new connection, which has no name, so its
+//! first vote always leads to a check, whichever request (or the client library
+//! on its own) reconnected.
 
-use std::{
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::VecDeque, sync::Mutex, time::Duration};
 
 use dlock_core::{
-    BootInstant, Error,
+    BootInstant, Error, LockKey, OwnerId,
     reliability::{BreakerPermit, CircuitBreaker},
 };
-use dlock_redis::RedisNode;
+use dlock_redis::{NodeGrant, RedisNode};
+
+/// How many connection names a node remembers: a few checks may race on one
+/// connection, and the last one to set its name must still be known.
+const NAMES_KEPT: usize = 8;
 
 /// One node, as the quorum sees it.
 pub(crate) struct Node {
@@ -22,12 +27,18 @@ pub(crate) struct Node {
     /// `host:port`, for errors and logs.
     pub(crate) address: String,
     breaker: CircuitBreaker,
-    /// The `run_id` this client trusts: the one seen at connect, or since a restart.
-    run_id: Mutex<String>,
-    /// A connection failed since the last check: the node may have restarted.
-    suspect: AtomicBool,
+    identity: Mutex<Identity>,
+}
+
+/// Which server this client trusts behind a node's address, and how it knows.
+struct Identity {
+    /// The `run_id` trusted: the one seen at connect, or since a restart.
+    run_id: String,
+    /// Names this client gave connections to the node, each with the `run_id`
+    /// read over that same connection; newest last.
+    names: VecDeque<(String, String)>,
     /// A restart was seen: no vote until then.
-    no_vote_until: Mutex<Option<BootInstant>>,
+    no_vote_until: Option<BootInstant>,
 }
 
 /// Why a node gets no say in this round.
@@ -36,60 +47,48 @@ pub(crate) enum Unfit {
     BreakerOpen,
     /// It restarted lately and could have lost locks it held.
     Restarted,
-    /// Checking it failed.
-    Failed(Error),
+}
+
+/// A node's answer to a vote request.
+pub(crate) enum Vote {
+    /// The answer of the server this client trusts.
+    Counted(NodeGrant),
+    /// The node restarted lately: whatever it answered does not count (a key it
+    /// granted is cleaned up with the rest).
+    Restarted,
 }
 
 impl Node {
-    pub(crate) fn new(redis: RedisNode, run_id: String, breaker: CircuitBreaker) -> Node {
-        Node {
+    /// Names `redis`'s connection and notes the server's `run_id` behind it: the
+    /// server found at connect is trusted as it is.
+    pub(crate) async fn connect(redis: RedisNode, breaker: CircuitBreaker) -> Result<Node, Error> {
+        let name = connection_name();
+        let run_id = redis.name_connection(&name).await?;
+        Ok(Node {
             address: redis.config().server_address(),
             redis,
             breaker,
-            run_id: Mutex::new(run_id),
-            suspect: AtomicBool::new(false),
-            no_vote_until: Mutex::new(None),
-        }
+            identity: Mutex::new(Identity {
+                run_id: run_id.clone(),
+                names: VecDeque::from([(name, run_id)]),
+                no_vote_until: None,
+            }),
+        })
     }
 
-    /// A permit to ask this node for a vote, or why not. A suspect node's `run_id`
-    /// is checked first (within `timeout`); `delay` is how long a restarted node
-    /// waits for its vote (zero: delayed restarts are off).
-    pub(crate) async fn permit(
-        &self,
-        timeout: Duration,
-        delay: Duration,
-    ) -> Result<BreakerPermit, Unfit> {
+    /// The `run_id` trusted now.
+    pub(crate) fn run_id(&self) -> String {
+        self.identity().run_id.clone()
+    }
+
+    /// A permit to ask this node for a vote, or why not; no I/O. `restart_delay`
+    /// zero: delayed restarts are off.
+    pub(crate) fn permit(&self, restart_delay: Duration) -> Result<BreakerPermit, Unfit> {
         let permit = self
             .breaker
             .try_acquire_permit()
             .map_err(|_| Unfit::BreakerOpen)?;
-        if self.suspect.load(Ordering::Acquire) && !delay.is_zero() {
-            match dlock_core::bounded("run_id", timeout, self.redis.run_id()).await {
-                Ok(id) => {
-                    self.suspect.store(false, Ordering::Release);
-                    let mut known = self.run_id.lock().unwrap_or_else(|p| p.into_inner());
-                    if *known != id {
-                        tracing::warn!(
-                            target: "dlock::backend",
-                            node = %self.address,
-                            delay = ?delay,
-                            "a Redlock node restarted: no vote until every lock it may have lost has expired"
-                        );
-                        *known = id;
-                        *self.no_vote_until.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(BootInstant::now().saturating_add(delay));
-                    }
-                }
-                Err(e) => {
-                    self.failed(&e);
-                    permit.failure();
-                    return Err(Unfit::Failed(e));
-                }
-            }
-        }
-        let waiting = *self.no_vote_until.lock().unwrap_or_else(|p| p.into_inner());
-        if waiting.is_some_and(|until| !until.has_passed()) {
+        if !restart_delay.is_zero() && self.identity().restarted_lately() {
             // The node answers; it is just not trusted yet.
             permit.success();
             return Err(Unfit::Restarted);
@@ -97,15 +96,91 @@ impl Node {
         Ok(permit)
     }
 
+    /// Asks for `key`. With delayed restarts on, the answer counts only if it came
+    /// over a connection this client checked and the server there is the trusted
+    /// one, past any restart delay; an answer over a connection not checked yet
+    /// leads to a check first.
+    pub(crate) async fn vote(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+        restart_delay: Duration,
+    ) -> Result<Vote, Error> {
+        if restart_delay.is_zero() {
+            return self.redis.acquire(key, owner, ttl).await.map(Vote::Counted);
+        }
+        let (grant, name) = self
+            .redis
+            .acquire_with_connection_name(key, owner, ttl)
+            .await?;
+        let checked = self.identity().vouches_for(name.as_deref());
+        if checked.is_none() {
+            // A connection opened since the last check. The check runs over the
+            // connection in use now: if it reaches the trusted server, so did the
+            // answer, since a server that was replaced cannot be reached again.
+            self.check(restart_delay).await?;
+        }
+        let identity = self.identity();
+        if identity.restarted_lately() {
+            return Ok(Vote::Restarted);
+        }
+        match checked {
+            Some(run_id) if run_id != identity.run_id => Ok(Vote::Restarted),
+            _ => Ok(Vote::Counted(grant)),
+        }
+    }
+
+    /// Names the connection in use and reads the server's `run_id` over it; a new
+    /// `run_id` starts the restart delay.
+    async fn check(&self, restart_delay: Duration) -> Result<(), Error> {
+        let name = connection_name();
+        let run_id = self.redis.name_connection(&name).await?;
+        let mut identity = self.identity();
+        if identity.run_id != run_id {
+            tracing::warn!(
+                target: "dlock::backend",
+                node = %self.address,
+                delay = ?restart_delay,
+                "a Redlock node restarted: no vote until every lock it may have lost has expired"
+            );
+            identity.run_id = run_id.clone();
+            identity.no_vote_until = Some(BootInstant::now().saturating_add(restart_delay));
+        }
+        if identity.names.len() == NAMES_KEPT {
+            identity.names.pop_front();
+        }
+        identity.names.push_back((name, run_id));
+        Ok(())
+    }
+
     /// The breaker refuses calls now: a release need not wait for this node.
     pub(crate) fn breaker_open(&self) -> bool {
         self.breaker.state() == dlock_core::reliability::BreakerState::Open
     }
 
-    /// Notes a failed request: a connection failure may be a restart.
-    pub(crate) fn failed(&self, error: &Error) {
-        if error.is_retryable() {
-            self.suspect.store(true, Ordering::Release);
-        }
+    fn identity(&self) -> std::sync::MutexGuard<'_, Identity> {
+        self.identity.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+impl Identity {
+    fn restarted_lately(&self) -> bool {
+        self.no_vote_until.is_some_and(|until| !until.has_passed())
+    }
+
+    /// The `run_id` read over the connection named `name`, if this client named it.
+    fn vouches_for(&self, name: Option<&str>) -> Option<String> {
+        let name = name?;
+        self.names
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, run_id)| run_id.clone())
+    }
+}
+
+/// A name no other connection has: `dlock-redlock-` and 32 random hex digits.
+fn connection_name() -> String {
+    format!("dlock-redlock-{}", OwnerId::random().to_hex())
 }

@@ -20,7 +20,7 @@ use futures::{StreamExt, stream::FuturesUnordered};
 
 use crate::{
     RedlockConfig,
-    health::{Node, Unfit},
+    health::{Node, Unfit, Vote},
 };
 
 /// Tokens must stay exact in the nodes' Lua numbers.
@@ -64,30 +64,26 @@ impl RedlockLock {
     /// Connects to every node (all must answer) and notes each one's `run_id`.
     /// Two addresses that reach the same server are refused.
     pub async fn connect_with(config: RedlockConfig) -> Result<Self, Error> {
-        let connects = config.nodes.iter().map(|c| async move {
-            let node = RedisNode::connect(c.clone()).await?;
-            let run_id = bounded("run_id", c.connect_timeout(), node.run_id()).await?;
-            Ok::<_, Error>((node, run_id))
-        });
-        let connected = futures::future::join_all(connects).await;
-        let mut nodes = Vec::with_capacity(connected.len());
-        let mut run_ids = std::collections::HashMap::new();
-        for (i, result) in connected.into_iter().enumerate() {
-            let (redis, run_id) = result?;
-            let address = redis.config().server_address();
-            if let Some(other) = run_ids.insert(run_id.clone(), address.clone()) {
-                return Err(Error::InvalidInput(InvalidInput::Option {
-                    name: "nodes",
-                    reason: format!("{other} and {address} are the same server (run_id {run_id})"),
-                }));
-            }
+        let connects = config.nodes.iter().enumerate().map(|(i, c)| async move {
             let breaker = CircuitBreaker::builder()
                 .name(format!("redlock-node-{i}"))
                 .min_calls(4)
                 .reset_timeout(Duration::from_secs(2))
                 .build()
                 .map_err(Error::backend)?;
-            nodes.push(Node::new(redis, run_id, breaker));
+            let redis = RedisNode::connect(c.clone()).await?;
+            bounded("run_id", c.connect_timeout(), Node::connect(redis, breaker)).await
+        });
+        let nodes = futures::future::try_join_all(connects).await?;
+        let mut run_ids = std::collections::HashMap::new();
+        for node in &nodes {
+            let (run_id, address) = (node.run_id(), &node.address);
+            if let Some(other) = run_ids.insert(run_id.clone(), address) {
+                return Err(Error::InvalidInput(InvalidInput::Option {
+                    name: "nodes",
+                    reason: format!("{other} and {address} are the same server (run_id {run_id})"),
+                }));
+            }
         }
         Ok(RedlockLock {
             inner: Arc::new(Inner {
@@ -225,18 +221,12 @@ impl Lock for RedlockLock {
         // Nodes that answered "held by another": nothing of ours to clean up there.
         let mut not_ours = vec![false; n];
         for (i, node) in nodes.iter().enumerate() {
-            let permit = match node
-                .permit(per_node.min(left()), self.restart_delay())
-                .await
-            {
+            let permit = match node.permit(self.restart_delay()) {
                 Ok(permit) => permit,
                 Err(unfit) => {
                     let why = match unfit {
                         Unfit::BreakerOpen => Error::unavailable("circuit breaker open"),
-                        Unfit::Restarted => {
-                            Error::unavailable("restarted lately: no vote until its locks expired")
-                        }
-                        Unfit::Failed(e) => e,
+                        Unfit::Restarted => restarted_lately(),
                     };
                     failures.push((node.address.clone(), why));
                     not_ours[i] = true;
@@ -249,16 +239,13 @@ impl Lock for RedlockLock {
                 *req.owner,
                 req.ttl,
             );
-            let limit = per_node.min(left());
+            let (limit, delay) = (per_node.min(left()), self.restart_delay());
             asks.push(async move {
                 let node = &inner.nodes[i];
-                let answer = bounded("acquire", limit, node.redis.acquire(&key, &owner, ttl)).await;
+                let answer = bounded("acquire", limit, node.vote(&key, &owner, ttl, delay)).await;
                 match &answer {
                     Ok(_) => permit.success(),
-                    Err(e) => {
-                        node.failed(e);
-                        permit.failure();
-                    }
+                    Err(_) => permit.failure(),
                 }
                 (i, answer)
             });
@@ -278,14 +265,14 @@ impl Lock for RedlockLock {
                 break;
             };
             match answer {
-                Ok(NodeGrant::Granted(counter)) => {
+                Ok(Vote::Counted(NodeGrant::Granted(counter))) => {
                     granted.push((i, counter));
                     if granted.len() >= quorum {
                         won = true;
                         break;
                     }
                 }
-                Ok(NodeGrant::Held(pttl)) => {
+                Ok(Vote::Counted(NodeGrant::Held(pttl))) => {
                     refused += 1;
                     not_ours[i] = true;
                     tracing::debug!(node = %nodes[i].address, key = %req.key, "held by another owner");
@@ -293,6 +280,9 @@ impl Lock for RedlockLock {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
+                }
+                Ok(Vote::Restarted) => {
+                    failures.push((nodes[i].address.clone(), restarted_lately()))
                 }
                 Err(e) => failures.push((nodes[i].address.clone(), e)),
             }
@@ -417,17 +407,13 @@ impl Lock for RedlockLock {
         let mut asks: FuturesUnordered<_> = nodes
             .iter()
             .map(|node| async move {
-                let permit = node.permit(limit, Duration::ZERO).await;
-                let answer = match permit {
+                let answer = match node.permit(Duration::ZERO) {
                     Ok(permit) => {
                         let answer =
                             bounded("extend", limit, node.redis.extend(key, owner, ttl)).await;
                         match &answer {
                             Ok(_) => permit.success(),
-                            Err(e) => {
-                                node.failed(e);
-                                permit.failure();
-                            }
+                            Err(_) => permit.failure(),
                         }
                         answer
                     }
@@ -573,9 +559,6 @@ impl RedlockLock {
                         node.redis.raise_fence(req.key, req.owner, token, req.ttl),
                     )
                     .await;
-                    if let Err(e) = &raised {
-                        node.failed(e);
-                    }
                     matches!(raised, Ok(true))
                 }
             })
@@ -648,4 +631,9 @@ fn numbered(stored: &[u8]) -> Option<(u64, &[u8])> {
     let colon = stored.iter().position(|&b| b == b':')?;
     let number = std::str::from_utf8(&stored[..colon]).ok()?.parse().ok()?;
     Some((number, &stored[colon + 1..]))
+}
+
+/// Why a node that restarted lately has no say.
+fn restarted_lately() -> Error {
+    Error::unavailable("restarted lately: no vote until its locks expired")
 }

@@ -15,13 +15,19 @@ fn key(name: &str) -> String {
 /// `n` dedicated servers without persistence, each on a fixed port so a restart
 /// keeps its address.
 async fn nodes(n: usize) -> (Vec<Server>, Vec<String>) {
-    let starts = (0..n).map(|_| async {
+    nodes_in(n, false).await
+}
+
+/// As [`nodes`]; `host_network`: in the host's network, with no port proxy.
+async fn nodes_in(n: usize, host_network: bool) -> (Vec<Server>, Vec<String>) {
+    let starts = (0..n).map(|_| async move {
         let port = free_port();
         let server = start_redis(RedisOptions {
             args: ["--save", "", "--appendonly", "no"]
                 .map(String::from)
                 .to_vec(),
             host_port: Some(port),
+            host_network,
             ..RedisOptions::default()
         })
         .await;
@@ -55,6 +61,22 @@ async fn raw(url: &str, args: &[&str]) {
         cmd.arg(*a);
     }
     let _: redis::Value = cmd.query_async(&mut conn).await.expect("command");
+}
+
+/// Waits until the server at `url` answers a PING (a restarted one takes a moment).
+async fn answers(url: &str) {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    loop {
+        let client = redis::Client::open(url).expect("url");
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+            if pong.is_ok() {
+                return;
+            }
+        }
+        assert!(Instant::now() < give_up, "{url} never answered again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Whether `key` is held on the server at `url`, read behind the client's back.
@@ -224,12 +246,27 @@ async fn two_of_three_stopped_is_quorum_unavailable_at_once() {
     );
 }
 
+/// What B does between the restart and its attempts.
+#[derive(Clone, Copy, PartialEq)]
+enum FirstContact {
+    /// Its first request to the restarted node is an attempt on the key.
+    Attempt,
+    /// It first releases a lease it took before the restart: that request finds
+    /// the old connection dead, and the client reconnects before any attempt.
+    ReleaseAnother,
+}
+
 /// The known hazard of Redlock: a node that restarts empty while A holds the lock
 /// forgets A's key, so B can win a majority with it. Delayed restarts close it;
 /// fencing tokens stay unique and increasing either way, so a gate never accepts
 /// a lower token after a higher one.
-async fn restart_while_held(delayed_restarts: bool) -> (bool, Vec<FenceToken>) {
-    let (servers, urls) = nodes(3).await;
+async fn restart_while_held(
+    delayed_restarts: bool,
+    first: FirstContact,
+) -> (bool, Vec<FenceToken>) {
+    // In the host's network: a killed node's connections close at once, as they
+    // do without Docker.
+    let (servers, urls) = nodes_in(3, true).await;
     // Per-node timeouts generous enough for a loaded machine.
     let configure = |b: dlock_redlock::RedlockConfigBuilder| {
         b.delayed_restarts(delayed_restarts)
@@ -253,10 +290,24 @@ async fn restart_while_held(delayed_restarts: bool) -> (bool, Vec<FenceToken>) {
     )
     .await;
     let held = a.acquire(&k, Acquire::ttl(ttl)).await.expect("A acquires");
+    // A's key stays on node 0 until at least here: a grant to B before it needs
+    // the restarted node's vote. (A's keep-alive cannot reach a majority once
+    // node 1 forgot it, so after this B may win fairly.)
+    let a_on_node_0 = held.valid_until();
     assert!(held_on(&urls[0], &k).await && held_on(&urls[1], &k).await);
+    // Without keep-alive: no extension of B's meets the dead connection first.
+    let mut other = b
+        .acquire(&key("restart-other"), Acquire::ttl(ttl).no_keep_alive())
+        .await
+        .expect("B takes another key");
     raw(&urls[2], &["DEL", &format!("dlock:v1:lock:{{{k}}}")]).await;
     servers[1].kill().await;
     servers[1].start_again().await;
+    answers(&urls[1]).await;
+    match first {
+        FirstContact::ReleaseAnother => drop(other.release().await),
+        FirstContact::Attempt => other.leave_to_expire(),
+    }
     let gate = dlock_memory::MemoryFenceGate::new();
     assert!(
         gate.write(&k, held.fence(), b"A")
@@ -268,8 +319,7 @@ async fn restart_while_held(delayed_restarts: bool) -> (bool, Vec<FenceToken>) {
     // restarted node votes. B's first request to it finds the old connection dead;
     // the next ones reach it.
     let mut granted = None;
-    let give_up = Instant::now() + Duration::from_secs(8);
-    while granted.is_none() && Instant::now() < give_up {
+    while granted.is_none() && a_on_node_0.remaining() > Duration::from_secs(1) {
         match b.try_acquire(&k, Duration::from_secs(5)).await {
             Ok(Some(lease)) => granted = Some(lease),
             Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -315,7 +365,7 @@ async fn restart_while_held(delayed_restarts: bool) -> (bool, Vec<FenceToken>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_empty_lets_a_second_holder_in_without_delayed_restarts() {
-    let (b_won, tokens) = restart_while_held(false).await;
+    let (b_won, tokens) = restart_while_held(false, FirstContact::Attempt).await;
     println!("delayed restarts off: second holder {b_won}, tokens {tokens:?}");
     assert!(b_won, "B was never granted: the hazard did not show");
     assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens {tokens:?}");
@@ -323,8 +373,21 @@ async fn a_node_restarted_empty_lets_a_second_holder_in_without_delayed_restarts
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_restarts_keep_the_second_holder_out() {
-    let (b_won, tokens) = restart_while_held(true).await;
+    let (b_won, tokens) = restart_while_held(true, FirstContact::Attempt).await;
     println!("delayed restarts on: second holder {b_won}, tokens {tokens:?}");
+    assert!(!b_won, "B was granted while A held the lock");
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens {tokens:?}");
+}
+
+/// The restart is noticed whatever request meets the dead connection first: here
+/// a release, after which the client is connected to the restarted node again
+/// before its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_restarts_hold_when_another_request_reconnected_first() {
+    let (b_won, tokens) = restart_while_held(true, FirstContact::ReleaseAnother).await;
+    println!(
+        "delayed restarts on, reconnected by a release: second holder {b_won}, tokens {tokens:?}"
+    );
     assert!(!b_won, "B was granted while A held the lock");
     assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens {tokens:?}");
 }
