@@ -11,7 +11,7 @@ use dlock_core::{DynFenceGate, DynLock, Error, InvalidInput, redact_url};
 /// |---|---|---|
 /// | `memory://` or `memory://NAME` | in-process table, shared by every `connect` to the same name in this process | `memory` (default) |
 /// | `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS) | one Redis server | `redis` |
-/// | `etcd://[user:password@]host:port[,host:port...][/prefix/]`, `etcds://...` (TLS) | an etcd cluster | `etcd` |
+/// | `etcd://[user:password@]host:port[,host:port...][/prefix/][?session=SECONDS]`, `etcds://...` (TLS) | an etcd cluster (`session`: one lease per client) | `etcd` |
 /// | `redlock://[user:password@]host:port,host:port,host:port[/db]`, `redlocks://...` (TLS) | Redlock over independent Redis servers | `redlock` |
 ///
 /// An unknown scheme, or one whose feature is not enabled, is an

@@ -10,8 +10,8 @@ pub enum ExpiryScope {
     PerLease,
     /// A client's leases share one server-side session (as etcd's own
     /// `concurrency.Session` does): a lease cannot expire while its client lives; when
-    /// the client disappears, all its leases expire together. No backend dlock ships
-    /// reports this today: dlock-etcd grants a lease per lock.
+    /// the client disappears, all its leases expire together. dlock-etcd in session
+    /// mode reports this.
     PerClient,
 }
 
@@ -77,15 +77,19 @@ impl Capabilities {
             .saturating_add(self.drift_fixed)
     }
 
-    /// The smallest TTL of at least `wanted` that this backend accepts.
+    /// The smallest TTL of at least `wanted` that this backend accepts, or its
+    /// longest if `wanted` is above it (a backend with one fixed TTL, as etcd's
+    /// session mode, answers that one).
     pub fn fit_ttl(&self, wanted: Duration) -> Duration {
         let ttl = wanted.max(self.min_ttl);
         let g = self.ttl_granularity;
-        if g.is_zero() {
-            return ttl;
-        }
-        let steps = ttl.as_nanos().div_ceil(g.as_nanos());
-        Duration::from_nanos(u64::try_from(steps * g.as_nanos()).unwrap_or(u64::MAX))
+        let fitted = if g.is_zero() {
+            ttl
+        } else {
+            let steps = ttl.as_nanos().div_ceil(g.as_nanos());
+            Duration::from_nanos(u64::try_from(steps * g.as_nanos()).unwrap_or(u64::MAX))
+        };
+        fitted.min(self.max_ttl).max(self.min_ttl)
     }
 }
 
@@ -115,6 +119,23 @@ impl Default for Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fit_ttl_stays_within_a_fixed_ttl() {
+        let caps = Capabilities {
+            min_ttl: Duration::from_secs(3),
+            max_ttl: Duration::from_secs(3),
+            ttl_granularity: Duration::from_secs(1),
+            ..Capabilities::default()
+        };
+        for wanted in [
+            Duration::ZERO,
+            Duration::from_millis(400),
+            Duration::from_secs(60),
+        ] {
+            assert_eq!(caps.fit_ttl(wanted), Duration::from_secs(3));
+        }
+    }
 
     #[test]
     fn fit_ttl_rounds_up_to_granularity_and_minimum() {

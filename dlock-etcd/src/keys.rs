@@ -5,7 +5,9 @@
 //!   holding its holder and its waiters, ordered by create revision;
 //! - `[prefix]v2/fenced/<escaped resource>`: `put_if_held` writes;
 //! - `[prefix]v2/gate/<escaped resource>/token` and `.../value`: the fence gate;
-//! - `[prefix]v2/election/<escaped name>/...`: elections.
+//! - `[prefix]v2/election/<escaped name>/...`: elections;
+//! - `[prefix]v2/cancelled/<escaped lock entry>/<n>`: session mode's markers of
+//!   first attempts that must not create their key any more.
 //!
 //! v1 (before 0.2) put lock directories straight under the prefix, beside `fenced/`
 //! and `election/`, so the lock key `fenced` collided with fenced writes.
@@ -50,6 +52,12 @@ impl KeyLayout {
     /// named after its owner's slot (see `owners`).
     pub(crate) fn entry(&self, key: &LockKey, owner: &OwnerId) -> String {
         format!("{}{}", self.dir(key), crate::owners::key_name(owner))
+    }
+
+    /// Session mode's cancel marker of `entry`'s first attempt number `attempt`:
+    /// outside every lock directory, so no line sees it.
+    pub(crate) fn cancelled(&self, entry: &str, attempt: u64) -> String {
+        format!("{}cancelled/{}/{attempt}", self.prefix, escape(entry))
     }
 
     /// The election `name`.

@@ -9,6 +9,7 @@ mod gate;
 mod keys;
 mod lock;
 mod owners;
+mod session;
 
 pub use config::{DEFAULT_PREFIX, EtcdConfig, EtcdConfigBuilder};
 pub use election::{EtcdElection, LeaderChanges, Leadership};

@@ -1,8 +1,12 @@
-//! `EtcdLock`: locks on etcd, a lease per lock, waiters in create-revision order.
+//! `EtcdLock`: locks on etcd, a lease per lock (or one per client, in session mode),
+//! waiters in create-revision order.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -22,7 +26,12 @@ use crate::{
     errors::{from_etcd, is_lease_not_found},
     keys::KeyLayout,
     owners::Owners,
+    session::Session,
 };
+
+/// The value of a key made in session mode: [`EtcdLock::force_release`] deletes it
+/// without revoking its lease, which the client's other locks share.
+const SESSION_KEY: &str = "session";
 
 /// etcd's lease TTLs are whole seconds, and it refuses very short ones.
 const MIN_TTL: Duration = Duration::from_secs(2);
@@ -33,7 +42,7 @@ pub struct EtcdLock {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     endpoints: Endpoints,
     layout: KeyLayout,
     config: EtcdConfig,
@@ -44,6 +53,10 @@ struct Inner {
     /// The number of places at which expired ones are swept out.
     sweep_at: std::sync::atomic::AtomicUsize,
     tracker: dlock_core::Tracker,
+    /// Session mode: the lease this client's locks share.
+    session: Option<Session>,
+    /// Numbers first attempts, for their cancel markers in session mode.
+    attempts: AtomicU64,
 }
 
 /// Below this many places, none are swept.
@@ -63,6 +76,8 @@ struct Place {
     /// Our only predecessor was deleted while our key stayed, as one ordered watch
     /// saw it: we are first in line without reading again (see `watch_line`).
     first_in_line: bool,
+    /// Session mode: which first attempt made the key, for its cancel marker.
+    attempt: u64,
 }
 
 impl Place {
@@ -132,13 +147,108 @@ impl EtcdLock {
             inner: Arc::new(Inner {
                 endpoints,
                 layout: KeyLayout::new(&config.prefix),
-                config,
                 places: Mutex::default(),
                 owners: Owners::new(),
                 sweep_at: std::sync::atomic::AtomicUsize::new(SWEEP_FLOOR),
                 tracker: dlock_core::Tracker::new(),
+                session: config.session_ttl.map(Session::new),
+                attempts: AtomicU64::new(0),
+                config,
             }),
         })
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(inner: &Weak<Inner>) -> Option<EtcdLock> {
+        inner.upgrade().map(|inner| EtcdLock { inner })
+    }
+
+    /// Session mode's shared lease, if this client is in session mode.
+    pub(crate) fn session(&self) -> Option<&Session> {
+        self.inner.session.as_ref()
+    }
+
+    /// A new lease of `ttl` (whole seconds).
+    pub(crate) async fn grant(&self, ttl: Duration) -> Result<i64, Error> {
+        let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        Ok(self
+            .inner
+            .endpoints
+            .call(|mut c| async move { c.lease_grant(seconds, None).await.map_err(from_etcd) })
+            .await?
+            .id())
+    }
+
+    /// A refresh of `lease` sent at `sent` succeeded: in session mode, every lock
+    /// of this client gains from it.
+    fn note_refresh(&self, lease: i64, sent: BootInstant) {
+        if let Some(session) = self.session() {
+            session.refreshed(lease, sent);
+        }
+    }
+
+    /// In session mode, `place` counts from the session's last refresh, if the
+    /// session is still the one it was made in.
+    fn with_session_refresh(&self, mut place: Place) -> Place {
+        if let Some(live) = self.session().and_then(Session::current)
+            && live.lease == place.lease
+        {
+            place.refreshed = place.refreshed.max(live.refreshed);
+        }
+        place
+    }
+
+    /// Takes back a place in line without ending its lease (session mode): deletes
+    /// the key if it is still the one made at `place.revision`, or, if the key may
+    /// not exist yet (a first attempt's answer was lost), makes sure it never will.
+    /// `Ok(true)` if the key was there.
+    async fn withdraw(&self, key: &LockKey, owner: &OwnerId, place: Place) -> Result<bool, Error> {
+        let entry = self.inner.layout.entry(key, owner);
+        let txn = if place.revision > 0 {
+            Txn::new()
+                .when([Compare::create_revision(
+                    entry.clone(),
+                    CompareOp::Equal,
+                    place.revision,
+                )])
+                .and_then([TxnOp::delete(entry, None)])
+        } else {
+            Txn::new()
+                .when([Compare::lease(entry.clone(), CompareOp::Equal, place.lease)])
+                .and_then([TxnOp::delete(entry.clone(), None)])
+                .or_else([self.cancel(&entry, place)])
+        };
+        // The lease gone: the session ended, and its keys with it.
+        Ok(self.txn_on_lease(txn).await?.is_some_and(|r| r.succeeded()))
+    }
+
+    /// A transaction that writes on a session's lease; `None` if etcd no longer has
+    /// the lease (and so none of the keys on it).
+    async fn txn_on_lease(&self, txn: Txn) -> Result<Option<etcd_client::TxnResponse>, Error> {
+        self.inner
+            .endpoints
+            .call(|mut c| async move {
+                match c.txn(txn).await {
+                    Ok(response) => Ok(Some(response)),
+                    Err(e) if is_lease_not_found(&e) => Ok(None),
+                    Err(e) => Err(from_etcd(e)),
+                }
+            })
+            .await
+    }
+
+    /// The cancel marker of `place`'s first attempt: its transaction creates the key
+    /// only while the marker is absent, so one that arrives late does nothing. It
+    /// lives on the session's lease.
+    fn cancel(&self, entry: &str, place: Place) -> TxnOp {
+        TxnOp::put(
+            self.inner.layout.cancelled(entry, place.attempt),
+            "",
+            Some(PutOptions::new().with_lease(place.lease)),
+        )
     }
 
     /// The configuration this lock was connected with.
@@ -213,11 +323,16 @@ impl EtcdLock {
                 .map_err(from_etcd)
             })
             .await?;
-        let leases: Vec<i64> = deleted.prev_kvs().iter().map(|kv| kv.lease()).collect();
-        for lease in &leases {
-            self.revoke(*lease).await?;
+        let found = deleted.prev_kvs();
+        // A session's lease is shared with its client's other locks: deleting the
+        // key is enough (the holder finds it gone at its next extension).
+        for kv in found
+            .iter()
+            .filter(|kv| kv.value() != SESSION_KEY.as_bytes())
+        {
+            self.revoke(kv.lease()).await?;
         }
-        Ok(!leases.is_empty())
+        Ok(!found.is_empty())
     }
 
     /// The endpoint requests go to now (it changes on failover).
@@ -300,52 +415,66 @@ impl EtcdLock {
         owner: &OwnerId,
         ttl: Duration,
     ) -> Result<(Place, Option<Predecessor>), Error> {
-        let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        let granted = BootInstant::now();
-        let lease = self
-            .inner
-            .endpoints
-            .call(|mut c| async move { c.lease_grant(seconds, None).await.map_err(from_etcd) })
-            .await?
-            .id();
-        // Known before the key exists, so a cleanup can revoke it whatever happens next.
+        let (lease, granted) = match self.session() {
+            Some(session) => {
+                let live = session.lease(self).await?;
+                (live.lease, live.refreshed)
+            }
+            None => {
+                let granted = BootInstant::now();
+                (self.grant(ttl).await?, granted)
+            }
+        };
+        let mut place = Place {
+            lease,
+            revision: 0,
+            refreshed: granted,
+            ttl,
+            first_in_line: false,
+            attempt: self.inner.attempts.fetch_add(1, Ordering::Relaxed),
+        };
+        // Known before the key exists, so a cleanup can revoke it (or, in session
+        // mode, cancel it) whatever happens next.
         self.revoke_swept(self.sweep_places());
-        self.places().insert(
-            *owner,
-            Place {
-                lease,
-                revision: 0,
-                refreshed: granted,
-                ttl,
-                first_in_line: false,
-            },
-        );
+        self.places().insert(*owner, place);
         let entry = self.inner.layout.entry(key, owner);
         let newest_three = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Descend)
             .with_limit(3)
             .with_keys_only();
-        let txn = Txn::new()
-            .when([Compare::create_revision(entry.clone(), CompareOp::Equal, 0)])
-            .and_then([
-                TxnOp::put(entry, "", Some(PutOptions::new().with_lease(lease))),
-                TxnOp::get(self.inner.layout.dir(key), Some(newest_three)),
-            ]);
-        let response = self.txn(txn).await?;
+        let mut guards = vec![Compare::create_revision(entry.clone(), CompareOp::Equal, 0)];
+        let value = if self.session().is_some() {
+            guards.push(Compare::create_revision(
+                self.inner.layout.cancelled(&entry, place.attempt),
+                CompareOp::Equal,
+                0,
+            ));
+            SESSION_KEY
+        } else {
+            ""
+        };
+        let txn = Txn::new().when(guards).and_then([
+            TxnOp::put(entry, value, Some(PutOptions::new().with_lease(lease))),
+            TxnOp::get(self.inner.layout.dir(key), Some(newest_three)),
+        ]);
+        let Some(response) = self.txn_on_lease(txn).await? else {
+            // A session that expired unnoticed (a long pause): the next attempt
+            // starts a new one. A lease per lock cannot be gone this soon.
+            if let Some(session) = self.session() {
+                session.ended(lease);
+            }
+            self.places().remove(owner);
+            return Err(Error::unavailable(
+                "the etcd lease expired before its key was made",
+            ));
+        };
         let header = response.header().map(|h| h.revision()).unwrap_or_default();
         let kvs = match response.op_responses().into_iter().nth(1) {
             Some(TxnOpResponse::Get(get)) if response.succeeded() => get.kvs().to_vec(),
             _ => return Err(Error::backend("etcd did not create the waiter key")),
         };
-        let revision = kvs.first().map(|kv| kv.create_revision()).unwrap_or(header);
-        let place = Place {
-            lease,
-            revision,
-            refreshed: granted,
-            ttl,
-            first_in_line: false,
-        };
+        place.revision = kvs.first().map(|kv| kv.create_revision()).unwrap_or(header);
         self.places().insert(*owner, place);
         let predecessor = kvs.get(1).map(|kv| Predecessor {
             key: kv.key().to_vec(),
@@ -388,6 +517,7 @@ impl EtcdLock {
             if !refreshed {
                 return Err(gone());
             }
+            self.note_refresh(place.lease, sent);
             place.refreshed = sent;
             match self.places().get_mut(owner) {
                 Some(known) => known.refreshed = sent,
@@ -419,6 +549,9 @@ impl EtcdLock {
         owner: &OwnerId,
         mut place: Place,
     ) -> Result<Option<Place>, Error> {
+        if self.session().is_some() {
+            return self.recover_in_session(key, owner, place).await;
+        }
         let entry = self.inner.layout.entry(key, owner).into_bytes();
         let answer = self
             .inner
@@ -439,13 +572,58 @@ impl EtcdLock {
         }
     }
 
+    /// [`recover`](Self::recover) in session mode, where the lease cannot be revoked:
+    /// our key if the first attempt made it, else its cancel marker, in one
+    /// transaction, so the attempt cannot make it later.
+    async fn recover_in_session(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        mut place: Place,
+    ) -> Result<Option<Place>, Error> {
+        let entry = self.inner.layout.entry(key, owner);
+        let txn = Txn::new()
+            .when([Compare::lease(entry.clone(), CompareOp::Equal, place.lease)])
+            .and_then([TxnOp::get(entry.clone(), None)])
+            .or_else([self.cancel(&entry, place)]);
+        // The lease gone: the session ended, and any key on it with it.
+        let made = match self.txn_on_lease(txn).await? {
+            Some(response) if response.succeeded() => {
+                match response.op_responses().into_iter().next() {
+                    Some(TxnOpResponse::Get(get)) => {
+                        get.kvs().first().map(|kv| kv.create_revision())
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match made {
+            Some(revision) => {
+                place.revision = revision;
+                self.places().insert(*owner, place);
+                Ok(Some(place))
+            }
+            None => {
+                self.places().remove(owner);
+                Ok(None)
+            }
+        }
+    }
+
     /// Forgets places whose lease must have expired on the server (a lease left to
     /// expire is never released), once the map has doubled since the last sweep.
     /// Takes out the places nobody refreshed for two TTLs: acquisitions that ended
     /// without a confirmed release (its request failed, the runtime shut down). Their
     /// leases may still live (a leader change renews every lease to its full TTL), so
     /// the caller revokes them.
+    ///
+    /// Not in session mode: there a key lives as long as its client, so a release
+    /// that failed is retried for as long (see `release_in_background`).
     fn sweep_places(&self) -> Vec<(OwnerId, i64)> {
+        if self.session().is_some() {
+            return Vec::new();
+        }
         let mut places = self.places();
         let threshold = self
             .inner
@@ -588,13 +766,18 @@ impl std::fmt::Debug for EtcdLock {
 #[async_trait]
 impl Lock for EtcdLock {
     fn capabilities(&self) -> Capabilities {
+        let (min_ttl, max_ttl, expiry_scope) = match self.session() {
+            // Every lock lives on the session's lease, with its TTL.
+            Some(session) => (session.ttl(), session.ttl(), ExpiryScope::PerClient),
+            None => (MIN_TTL, MAX_REPRESENTABLE_TTL, ExpiryScope::PerLease),
+        };
         Capabilities {
             name: "etcd",
             fencing: true,
             fifo: true,
             wake_on_release: true,
-            min_ttl: MIN_TTL,
-            max_ttl: MAX_REPRESENTABLE_TTL,
+            min_ttl,
+            max_ttl,
             ttl_granularity: Duration::from_secs(1),
             // A leader change restarts every lease's countdown.
             // Expiry is checked every 500 ms; an election takes about an election timeout.
@@ -602,7 +785,7 @@ impl Lock for EtcdLock {
             // Without lease checkpointing (off by default), a new leader renews every
             // lease to its full TTL.
             leader_change_renews_leases: true,
-            expiry_scope: ExpiryScope::PerLease,
+            expiry_scope,
             drift_factor: 0.01,
             drift_fixed: Duration::from_millis(2),
             inspect: true,
@@ -611,7 +794,23 @@ impl Lock for EtcdLock {
     }
 
     async fn attempt(&self, req: AttemptRequest<'_>) -> Result<Attempt, Error> {
-        let known = self.places().get(req.owner).copied();
+        if let Some(session) = self.session()
+            && req.ttl != session.ttl()
+        {
+            return Err(Error::InvalidInput(dlock_core::InvalidInput::Option {
+                name: "ttl",
+                reason: format!(
+                    "{:?} is not the session's TTL: in session mode every lock has the session's {:?}",
+                    req.ttl,
+                    session.ttl()
+                ),
+            }));
+        }
+        let known = self
+            .places()
+            .get(req.owner)
+            .copied()
+            .map(|p| self.with_session_refresh(p));
         let (place, predecessor) = match known {
             // Our watch saw the only key ahead of ours go while ours stayed: granted,
             // if our lease is fresh enough that the server cannot have expired it.
@@ -638,7 +837,11 @@ impl Lock for EtcdLock {
         if !req.queue {
             // try_acquire leaves nothing behind. The place is forgotten only once the
             // revoke succeeded, so a failed one is still cleaned up with the same owner.
-            self.revoke(place.lease).await?;
+            if self.session().is_some() {
+                self.withdraw(req.key, req.owner, place).await?;
+            } else {
+                self.revoke(place.lease).await?;
+            }
             self.forget(req.owner);
             return Ok(Attempt::Busy {
                 wake: None,
@@ -674,6 +877,7 @@ impl Lock for EtcdLock {
         if !self.refresh(place.lease).await? {
             return Err(lost());
         }
+        self.note_refresh(place.lease, sent);
         match self.places().get_mut(owner) {
             Some(known) => known.refreshed = sent,
             // Swept meanwhile: its lease is being revoked.
@@ -695,12 +899,19 @@ impl Lock for EtcdLock {
         }
     }
 
-    async fn release(&self, _key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
+    async fn release(&self, key: &LockKey, owner: &OwnerId) -> Result<bool, Error> {
         let Some(place) = self.places().get(owner).copied() else {
             // No lease was ever granted to it: no key either.
             self.forget(owner);
             return Ok(false);
         };
+        if self.session().is_some() {
+            // The lease is the client's: take back the key alone (or make sure a
+            // first attempt whose answer was lost never makes it).
+            let held = self.withdraw(key, owner, place).await?;
+            self.forget(owner);
+            return Ok(held && place.revision > 0);
+        }
         if place.revision == 0 {
             // Whether the key exists is unknown: revoking the lease removes it if so.
             self.revoke(place.lease).await?;
@@ -780,12 +991,17 @@ impl Lock for EtcdLock {
             return;
         };
         // A waiter key left behind would block the line for its whole TTL: retry the
-        // revoke until it succeeds or the lease could have expired anyway. Counted,
-        // so shutdown waits for it.
+        // revoke until it succeeds or the lease could have expired anyway. In session
+        // mode the key lives as long as this client: retry for as long. Counted, so
+        // shutdown waits for it.
         let pending = self.inner.tracker.pending();
+        let give_up = match self.session() {
+            Some(_) => Duration::from_secs(365 * 24 * 3600),
+            None => Duration::from_secs(60),
+        };
         runtime.spawn(async move {
             let _pending = pending;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let deadline = tokio::time::Instant::now() + give_up;
             let mut pause = Duration::from_millis(50);
             while tokio::time::Instant::now() < deadline {
                 match self.release(&key, &owner).await {

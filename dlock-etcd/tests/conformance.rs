@@ -1,4 +1,5 @@
-//! The whole conformance suite against a real etcd in a container.
+//! The whole conformance suite against a real etcd in a container, with a lease per
+//! lock and in session mode.
 
 use std::sync::Arc;
 
@@ -32,6 +33,15 @@ impl Harness for EtcdHarness {
 dlock_core::conformance_tests!(EtcdHarness {
     url: dlock_testkit::shared_etcd_url().await
 });
+
+/// Session mode: every lock of a client on one lease of 2 s.
+mod session {
+    use super::EtcdHarness;
+
+    dlock_core::conformance_tests!(EtcdHarness {
+        url: format!("{}/?session=2", dlock_testkit::shared_etcd_url().await)
+    });
+}
 
 mod gate {
     dlock_core::gate_conformance_tests!({
