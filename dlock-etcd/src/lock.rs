@@ -29,9 +29,16 @@ use crate::{
     session::Session,
 };
 
-/// The value of a key made in session mode: [`EtcdLock::force_release`] deletes it
-/// without revoking its lease, which the client's other locks share.
+/// What the value of a key made in session mode starts with: [`EtcdLock::force_release`]
+/// deletes it without revoking its lease, which the client's other locks share.
+/// The rest is the number of the first attempt that made it (see `session_value`).
 const SESSION_KEY: &str = "session";
+
+/// The value of the key `place`'s first attempt makes in session mode: it tells
+/// this acquisition's key from a later one under the same name and lease.
+fn session_value(place: &Place) -> String {
+    format!("{SESSION_KEY}:{}", place.attempt)
+}
 
 /// etcd's lease TTLs are whole seconds, and it refuses very short ones.
 const MIN_TTL: Duration = Duration::from_secs(2);
@@ -216,8 +223,14 @@ impl EtcdLock {
                 )])
                 .and_then([TxnOp::delete(entry, None)])
         } else {
+            // By value, not by lease: the lease is shared, and a later acquisition
+            // may have reused the name by the time a late retry of this one lands.
             Txn::new()
-                .when([Compare::lease(entry.clone(), CompareOp::Equal, place.lease)])
+                .when([Compare::value(
+                    entry.clone(),
+                    CompareOp::Equal,
+                    session_value(&place),
+                )])
                 .and_then([TxnOp::delete(entry.clone(), None)])
                 .or_else([self.cancel(&entry, place)])
         };
@@ -328,7 +341,7 @@ impl EtcdLock {
         // key is enough (the holder finds it gone at its next extension).
         for kv in found
             .iter()
-            .filter(|kv| kv.value() != SESSION_KEY.as_bytes())
+            .filter(|kv| !kv.value().starts_with(SESSION_KEY.as_bytes()))
         {
             self.revoke(kv.lease()).await?;
         }
@@ -450,15 +463,30 @@ impl EtcdLock {
                 CompareOp::Equal,
                 0,
             ));
-            SESSION_KEY
+            session_value(&place)
         } else {
-            ""
+            String::new()
         };
         let txn = Txn::new().when(guards).and_then([
             TxnOp::put(entry, value, Some(PutOptions::new().with_lease(lease))),
             TxnOp::get(self.inner.layout.dir(key), Some(newest_three)),
         ]);
-        let Some(response) = self.txn_on_lease(txn).await? else {
+        // A session refreshed too long ago (its refreshes failing lately): refresh
+        // it beside the put, and count from this send, so the grant is not born
+        // nearly expired.
+        let stale_session = self.session().is_some() && !place.is_fresh();
+        let sent = BootInstant::now();
+        let (refreshed, response) = if stale_session {
+            tokio::try_join!(self.refresh(lease), self.txn_on_lease(txn))?
+        } else {
+            (true, self.txn_on_lease(txn).await?)
+        };
+        if stale_session && refreshed {
+            self.note_refresh(lease, sent);
+            place.refreshed = sent;
+        }
+        let response = if refreshed { response } else { None };
+        let Some(response) = response else {
             // A session that expired unnoticed (a long pause): the next attempt
             // starts a new one. A lease per lock cannot be gone this soon.
             if let Some(session) = self.session() {
@@ -583,7 +611,11 @@ impl EtcdLock {
     ) -> Result<Option<Place>, Error> {
         let entry = self.inner.layout.entry(key, owner);
         let txn = Txn::new()
-            .when([Compare::lease(entry.clone(), CompareOp::Equal, place.lease)])
+            .when([Compare::value(
+                entry.clone(),
+                CompareOp::Equal,
+                session_value(&place),
+            )])
             .and_then([TxnOp::get(entry.clone(), None)])
             .or_else([self.cancel(&entry, place)]);
         // The lease gone: the session ended, and any key on it with it.

@@ -47,6 +47,11 @@ impl Session {
         self.ttl
     }
 
+    /// The session's lease, however long ago it was refreshed.
+    fn lease_id(&self) -> Option<i64> {
+        self.live().map(|l| l.lease)
+    }
+
     /// The lease in use, unless none was granted yet or it may have expired.
     pub(crate) fn current(&self) -> Option<Live> {
         let live = *self.live();
@@ -111,7 +116,9 @@ async fn keep_alive(client: Weak<Inner>, lease: i64, ttl: Duration) {
         let Some(session) = lock.session() else {
             return;
         };
-        if session.current().is_none_or(|l| l.lease != lease) {
+        // Replaced or ended: another task refreshes the new one. A refresh that is
+        // late (errors for a while) goes on: the lease may live yet.
+        if session.lease_id() != Some(lease) {
             return;
         }
         let sent = BootInstant::now();

@@ -7,9 +7,17 @@
 //! connection only in the same pipeline that reads the server's `run_id` over it.
 //! A restarted server is reached over a new connection, which has no name, so its
 //! first vote always leads to a check, whichever request (or the client library
-//! on its own) reconnected.
+//! on its own) reconnected; the vote is then asked again, and counts only if it
+//! came over a connection named by a check.
 
-use std::{collections::VecDeque, sync::Mutex, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use dlock_core::{
     BootInstant, Error, LockKey, OwnerId,
@@ -28,6 +36,9 @@ pub(crate) struct Node {
     pub(crate) address: String,
     breaker: CircuitBreaker,
     identity: Mutex<Identity>,
+    /// Numbers checks as they are sent: one answered late (by a server since
+    /// replaced) must not undo a later one.
+    checks_sent: AtomicU64,
 }
 
 /// Which server this client trusts behind a node's address, and how it knows.
@@ -39,6 +50,8 @@ struct Identity {
     names: VecDeque<(String, String)>,
     /// A restart was seen: no vote until then.
     no_vote_until: Option<BootInstant>,
+    /// The number of the newest check applied.
+    newest_check: u64,
 }
 
 /// Why a node gets no say in this round.
@@ -72,7 +85,9 @@ impl Node {
                 run_id: run_id.clone(),
                 names: VecDeque::from([(name, run_id)]),
                 no_vote_until: None,
+                newest_check: 0,
             }),
+            checks_sent: AtomicU64::new(1),
         })
     }
 
@@ -98,8 +113,10 @@ impl Node {
 
     /// Asks for `key`. With delayed restarts on, the answer counts only if it came
     /// over a connection this client checked and the server there is the trusted
-    /// one, past any restart delay; an answer over a connection not checked yet
-    /// leads to a check first.
+    /// one, past any restart delay. An answer over a connection not checked yet
+    /// leads to a check, and the vote is asked again (the acquire script grants a
+    /// retry by the same owner): only an answer whose own connection was checked
+    /// counts, even if the address could reach another server in between.
     pub(crate) async fn vote(
         &self,
         key: &LockKey,
@@ -110,33 +127,51 @@ impl Node {
         if restart_delay.is_zero() {
             return self.redis.acquire(key, owner, ttl).await.map(Vote::Counted);
         }
-        let (grant, name) = self
-            .redis
-            .acquire_with_connection_name(key, owner, ttl)
-            .await?;
-        let checked = self.identity().vouches_for(name.as_deref());
-        if checked.is_none() {
-            // A connection opened since the last check. The check runs over the
-            // connection in use now: if it reaches the trusted server, so did the
-            // answer, since a server that was replaced cannot be reached again.
+        let mut checked_once = false;
+        loop {
+            let (grant, name) = self
+                .redis
+                .acquire_with_connection_name(key, owner, ttl)
+                .await?;
+            let vouched = {
+                let identity = self.identity();
+                identity
+                    .vouches_for(name.as_deref())
+                    .map(|run_id| run_id == identity.run_id && !identity.restarted_lately())
+            };
+            match vouched {
+                Some(true) => return Ok(Vote::Counted(grant)),
+                Some(false) => return Ok(Vote::Restarted),
+                // Reconnected again since the check: no say this round.
+                None if checked_once => return Ok(Vote::Restarted),
+                None => {}
+            }
+            // A connection opened since the last check: check it, then ask again.
             self.check(restart_delay).await?;
-        }
-        let identity = self.identity();
-        if identity.restarted_lately() {
-            return Ok(Vote::Restarted);
-        }
-        match checked {
-            Some(run_id) if run_id != identity.run_id => Ok(Vote::Restarted),
-            _ => Ok(Vote::Counted(grant)),
+            checked_once = true;
+            if self.identity().restarted_lately() {
+                return Ok(Vote::Restarted);
+            }
         }
     }
 
     /// Names the connection in use and reads the server's `run_id` over it; a new
     /// `run_id` starts the restart delay.
     async fn check(&self, restart_delay: Duration) -> Result<(), Error> {
+        let number = self.checks_sent.fetch_add(1, Ordering::Relaxed);
         let name = connection_name();
         let run_id = self.redis.name_connection(&name).await?;
         let mut identity = self.identity();
+        if identity.names.len() == NAMES_KEPT {
+            identity.names.pop_front();
+        }
+        identity.names.push_back((name, run_id.clone()));
+        if number < identity.newest_check {
+            // A later check was applied first; this one may have reached a server
+            // since replaced, whose run_id must not come back.
+            return Ok(());
+        }
+        identity.newest_check = number;
         if identity.run_id != run_id {
             tracing::warn!(
                 target: "dlock::backend",
@@ -144,13 +179,9 @@ impl Node {
                 delay = ?restart_delay,
                 "a Redlock node restarted: no vote until every lock it may have lost has expired"
             );
-            identity.run_id = run_id.clone();
+            identity.run_id = run_id;
             identity.no_vote_until = Some(BootInstant::now().saturating_add(restart_delay));
         }
-        if identity.names.len() == NAMES_KEPT {
-            identity.names.pop_front();
-        }
-        identity.names.push_back((name, run_id));
         Ok(())
     }
 
