@@ -220,6 +220,12 @@ async fn shut_down(lock: DynLock, within: Duration) -> crate::ShutdownReport {
         }
     }
     report.unfinished = tracker.settle(until).await;
+    let left = until.saturating_duration_since(BootInstant::now());
+    let _ = bounded("close", left, async {
+        lock.close().await;
+        Ok::<(), crate::Error>(())
+    })
+    .await;
     tracing::info!(target: "dlock::lease", backend = lock.capabilities().name, %report, "lock shut down");
     report
 }

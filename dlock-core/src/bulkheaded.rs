@@ -120,4 +120,8 @@ impl<L: Lock> Lock for Bulkheaded<L> {
     fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
         Arc::clone(&self.inner).release_in_background(key, owner);
     }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
 }

@@ -237,6 +237,12 @@ pub trait Lock: Send + Sync + 'static {
         None
     }
 
+    /// Called by [`shutdown`](crate::LockExt::shutdown) after it released what it
+    /// could: what the backend holds for the whole client can go now (etcd's
+    /// session lease, and with it any key a failed release left). The default
+    /// does nothing.
+    async fn close(&self) {}
+
     /// Releases in the background, for leases dropped without `release` and
     /// acquisitions cancelled mid-flight. The default spawns `release` on the
     /// current tokio runtime (if any); an in-process backend may do it at once.

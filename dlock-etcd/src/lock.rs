@@ -1018,6 +1018,21 @@ impl Lock for EtcdLock {
         Some(&self.inner.tracker)
     }
 
+    /// Session mode: revokes the session's lease, so whatever this client still
+    /// has in etcd (a key a failed release left, a lock left to expire) goes now
+    /// rather than with the process.
+    async fn close(&self) {
+        let Some(session) = self.session() else {
+            return;
+        };
+        if let Some(lease) = session.lease_id() {
+            session.ended(lease);
+            if let Err(error) = self.revoke(lease).await {
+                tracing::debug!(target: "dlock::backend", %error, lease, "revoking the etcd session at shutdown failed; its TTL ends it");
+            }
+        }
+    }
+
     fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;

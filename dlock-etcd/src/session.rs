@@ -48,7 +48,7 @@ impl Session {
     }
 
     /// The session's lease, however long ago it was refreshed.
-    fn lease_id(&self) -> Option<i64> {
+    pub(crate) fn lease_id(&self) -> Option<i64> {
         self.live().map(|l| l.lease)
     }
 

@@ -105,6 +105,28 @@ async fn every_lock_of_a_client_shares_one_lease() {
     }
 }
 
+/// Shutdown ends the session: a lock left to expire, whose key would otherwise
+/// stay as long as the client, goes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_the_session() {
+    let (lock, mut raw, prefix) = session_client().await;
+    let kept = lock
+        .acquire("kept", Acquire::ttl(TTL))
+        .await
+        .expect("acquire");
+    let left = lock
+        .acquire("left", Acquire::ttl(TTL))
+        .await
+        .expect("acquire");
+    left.leave_to_expire();
+    assert_eq!(leases_under(&mut raw, &prefix).await.len(), 2);
+    let report = lock.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.released, 1, "{report}");
+    assert!(!kept.is_valid());
+    let keys = leases_under(&mut raw, &prefix).await;
+    assert!(keys.is_empty(), "keys after shutdown: {keys:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_sessions_ttl_is_accepted() {
     let (lock, _, _) = session_client().await;
