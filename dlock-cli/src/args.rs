@@ -76,9 +76,10 @@ pub(crate) struct RunArgs {
     /// Wait at most this long for the lock (0 means --no-wait). Default: for ever.
     #[arg(short = 'w', long = "wait", value_parser = duration::parse, value_name = "DURATION")]
     pub(crate) wait: Option<Duration>,
-    /// How long the backend holds the lock unless renewed.
-    #[arg(long, default_value = "30s", value_parser = duration::parse, value_name = "DURATION")]
-    pub(crate) ttl: Duration,
+    /// How long the backend holds the lock unless renewed. Default: 30s, or the
+    /// backend's own TTL where it has only one (etcd in session mode).
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) ttl: Option<Duration>,
     /// Renew the lease this often (default: a third of the TTL).
     #[arg(long = "renew-every", value_parser = duration::parse, value_name = "DURATION")]
     pub(crate) renew_every: Option<Duration>,

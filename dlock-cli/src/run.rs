@@ -11,12 +11,19 @@ use crate::{
     progress::Progress,
 };
 
+/// The TTL when `--ttl` is not given (fitted to a backend with one fixed TTL).
+const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
 /// What the flags ask for, checked.
 struct Plan {
     url: String,
     key: String,
     ttl: Duration,
+    /// `--ttl` was given: never changed to fit the backend.
+    ttl_given: bool,
     renew: Duration,
+    /// `--renew-every` was given.
+    renew_given: bool,
     grace: Duration,
     /// `None`: for ever; `Some(ZERO)`: do not wait.
     wait: Option<Duration>,
@@ -67,10 +74,11 @@ async fn run_planned(args: RunArgs) -> u8 {
 fn plan(args: RunArgs) -> Result<Plan, Stop> {
     let usage = |m: String| stop(exit::USAGE, m);
     let url = crate::args::shared_backend(args.url).map_err(usage)?;
-    if args.ttl.is_zero() {
+    let ttl = args.ttl.unwrap_or(DEFAULT_TTL);
+    if ttl.is_zero() {
         return Err(usage("--ttl must be more than 0".into()));
     }
-    let renew = args.renew_every.unwrap_or(args.ttl / 3);
+    let renew = args.renew_every.unwrap_or(ttl / 3);
     if renew.is_zero() {
         return Err(usage("--renew-every must be more than 0".into()));
     }
@@ -79,21 +87,7 @@ fn plan(args: RunArgs) -> Result<Plan, Stop> {
             "--grace must be at least 100ms, to stop the command before the lease expires".into(),
         ));
     }
-    // A renewal must land before validity falls to the grace: validity is the TTL
-    // less the drift allowance (1 % + 2 ms), and a tenth of the TTL is left for the
-    // renewal's round trip.
-    let room = args
-        .ttl
-        .saturating_sub(args.ttl / 100 + Duration::from_millis(2))
-        .saturating_sub(args.ttl / 10);
-    if renew + args.grace >= room {
-        return Err(usage(format!(
-            "--renew-every {renew:?} plus --grace {:?} must be less than {room:?} (--ttl {:?} \
-             less drift and a tenth for the renewal's round trip), or the command would be \
-             stopped before a renewal could keep the lease",
-            args.grace, args.ttl
-        )));
-    }
+    check_renewal_room(ttl, renew, args.grace)?;
     let command = crate::args::command_line(args.shell, args.command).ok_or_else(|| {
         usage(
             "no command: dlock run KEY -- COMMAND [ARGS...], or dlock run KEY -c 'SHELL STRING'"
@@ -108,8 +102,10 @@ fn plan(args: RunArgs) -> Result<Plan, Stop> {
     Ok(Plan {
         url,
         key: args.key,
-        ttl: args.ttl,
+        ttl,
+        ttl_given: args.ttl.is_some(),
         renew,
+        renew_given: args.renew_every.is_some(),
         grace: args.grace,
         wait,
         conflict: args.conflict_exit_code,
@@ -117,9 +113,40 @@ fn plan(args: RunArgs) -> Result<Plan, Stop> {
     })
 }
 
-async fn execute(plan: Plan) -> Result<u8, Stop> {
+/// A renewal must land before validity falls to the grace: validity is the TTL
+/// less the drift allowance (1 % + 2 ms), and a tenth of the TTL is left for the
+/// renewal's round trip.
+fn check_renewal_room(ttl: Duration, renew: Duration, grace: Duration) -> Result<(), Stop> {
+    let room = ttl
+        .saturating_sub(ttl / 100 + Duration::from_millis(2))
+        .saturating_sub(ttl / 10);
+    if renew + grace >= room {
+        return Err(stop(
+            exit::USAGE,
+            format!(
+                "--renew-every {renew:?} plus --grace {grace:?} must be less than {room:?} (--ttl {ttl:?} \
+                 less drift and a tenth for the renewal's round trip), or the command would be \
+                 stopped before a renewal could keep the lease"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn execute(mut plan: Plan) -> Result<u8, Stop> {
     let mut signals = Signals::install()?;
     let lock = dlock::connect(&plan.url).await.map_err(failed)?;
+    if !plan.ttl_given {
+        // A backend with one fixed TTL (etcd in session mode) gets that one.
+        let fitted = lock.capabilities().fit_ttl(plan.ttl);
+        if fitted != plan.ttl {
+            plan.ttl = fitted;
+            if !plan.renew_given {
+                plan.renew = fitted / 3;
+            }
+            check_renewal_room(plan.ttl, plan.renew, plan.grace)?;
+        }
+    }
     let opts = Acquire::ttl(plan.ttl).keep_alive(plan.renew.as_secs_f64() / plan.ttl.as_secs_f64());
     let lease = tokio::select! {
         taken = take(&lock, &plan, opts) => taken,

@@ -398,3 +398,18 @@ async fn what_the_command_leaves_running_dies_with_it() {
     .await;
     let _ = std::fs::remove_file(pids);
 }
+
+/// Without `--ttl`, a backend with one fixed TTL (etcd in session mode) gets that
+/// one, instead of the refusal a 30 s TTL would meet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_ttl_fits_a_session() {
+    let url = format!("{}/?session=10", shared_etcd_url().await);
+    let key = new_key();
+    let out = output(dlock(&url).args(["run", &key, "--", "sh", "-c", "echo $DLOCK_KEY"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), key);
+    // An explicit TTL is never changed: refused, naming the session's.
+    let out = output(dlock(&url).args(["run", "--ttl", "30s", &key, "--", "true"])).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("maximum of 10s"), "{}", stderr(&out));
+}
