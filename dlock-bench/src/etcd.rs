@@ -133,41 +133,33 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
     })
     .await;
 
-    let one_key = contended(&lock, 8, config.window * 2).await;
-    row(
-        "8 tasks, one key (FIFO)",
-        one_key.rate,
-        Some(&one_key.waits),
-        Some(one_key.rate / ours),
-    );
-    out!("{:<44} {}", "  fairness", one_key.fairness());
-    let one_key_session = contended(&session, 8, config.window * 2).await;
-    row(
-        "8 tasks, one key (FIFO), session mode",
-        one_key_session.rate,
-        Some(&one_key_session.waits),
-        Some(one_key_session.rate / ours_session),
-    );
-    out!("{:<44} {}", "  fairness", one_key_session.fairness());
-    report_handoff(
-        &lock,
-        100,
-        Duration::from_millis(50),
-        "write",
-        &write_lat,
-        || floor.write("bench/raw-write"),
-    )
-    .await;
-    out!("session mode:");
-    report_handoff(
-        &session,
-        100,
-        Duration::from_millis(50),
-        "write",
-        &write_lat,
-        || floor.write("bench/raw-write"),
-    )
-    .await;
+    for (mode_lock, mode, uncontended) in [
+        (&lock, "", ours),
+        (&session, ", session mode", ours_session),
+    ] {
+        let one_key = contended(mode_lock, 8, config.window * 2).await;
+        row(
+            &format!("8 tasks, one key (FIFO){mode}"),
+            one_key.rate,
+            Some(&one_key.waits),
+            Some(one_key.rate / uncontended),
+        );
+        out!("{:<44} {}", "  fairness", one_key.fairness());
+    }
+    for (mode_lock, heading) in [(&lock, None), (&session, Some("session mode:"))] {
+        if let Some(heading) = heading {
+            out!("{heading}");
+        }
+        report_handoff(
+            mode_lock,
+            100,
+            Duration::from_millis(50),
+            "write",
+            &write_lat,
+            || floor.write("bench/raw-write"),
+        )
+        .await;
+    }
     scaling("etcd", "clients", &[1, 8, 64, 256], config.window, || {
         let url = url.clone();
         async move { Arc::new(EtcdLock::connect(&url).await.expect("connect")) as DynLock }

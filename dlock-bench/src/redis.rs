@@ -336,33 +336,39 @@ async fn server_time_per_pair(
         .await
         .expect("connect");
     out!("Server time per acquire+release, 64 tasks on distinct keys ({window:?} each):");
-    reset_command_stats(&mut probe).await;
     let floor = floor.clone();
-    let rate = many_tasks(64, window, move |t| {
+    server_time(&mut probe, "raw pair", window, move |t| {
         let floor = floor.clone();
         async move { floor.pair(&format!("bench:srv:raw:{t}")).await }
     })
-    .await
-    .rate;
-    print_command_stats(&mut probe, "raw pair", rate, window).await;
-    reset_command_stats(&mut probe).await;
+    .await;
     let node = node.clone();
-    let rate = many_tasks(64, window, move |t| {
+    server_time(&mut probe, "dlock's scripts alone", window, move |t| {
         let node = node.clone();
         async move { scripts_pair(&node, &format!("bench:srv:scripts:{t}")).await }
     })
-    .await
-    .rate;
-    print_command_stats(&mut probe, "dlock's scripts alone", rate, window).await;
-    reset_command_stats(&mut probe).await;
+    .await;
     let lock = lock.clone();
-    let rate = many_tasks(64, window, move |t| {
+    server_time(&mut probe, "the lock", window, move |t| {
         let lock = lock.clone();
         async move { acquire_release(&lock, &format!("bench:srv:lock:{t}")).await }
     })
-    .await
-    .rate;
-    print_command_stats(&mut probe, "the lock", rate, window).await;
+    .await;
+}
+
+/// `op` on 64 tasks for `window`, then the server's time and commands per call of it.
+async fn server_time<F, Fut>(
+    probe: &mut MultiplexedConnection,
+    label: &str,
+    window: Duration,
+    op: F,
+) where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    reset_command_stats(probe).await;
+    let rate = many_tasks(64, window, op).await.rate;
+    print_command_stats(probe, label, rate, window).await;
 }
 
 async fn reset_command_stats(conn: &mut MultiplexedConnection) {

@@ -411,16 +411,6 @@ impl RedisNode {
         Ok(deleted == 1)
     }
 
-    /// The server's `run_id` (`INFO server`): it changes with every restart.
-    pub async fn run_id(&self) -> Result<String, Error> {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut self.connection())
-            .await
-            .map_err(|e| from_redis(None, e))?;
-        run_id_in(&info)
-    }
-
     /// The EXTEND script for `owner`'s lease on `key` (KEYS: lock; ARGV: owner, ttl).
     fn extend_invocation(
         &self,

@@ -31,12 +31,10 @@ impl Server {
         request: ContainerRequest<GenericImage>,
         port: u16,
     ) -> Server {
-        let container = request
-            .with_label(LABEL, run_id())
-            .start()
-            .await
-            .unwrap_or_else(|e| panic!("{}", docker_help(&e.to_string())));
-        Server { container, port }
+        Server {
+            container: start_with_label(request).await,
+            port,
+        }
     }
 
     /// The published port on 127.0.0.1.
@@ -111,16 +109,21 @@ pub(crate) async fn shared(
 }
 
 /// Starts `request` with the run's label; a failure to start explains what the
-/// tests need. Returns the container and its published port.
+/// tests need.
+async fn start_with_label(request: ContainerRequest<GenericImage>) -> ContainerAsync<GenericImage> {
+    request
+        .with_label(LABEL, run_id())
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", docker_help(&e.to_string())))
+}
+
+/// [`start_with_label`], and the container's published port for `internal_port`.
 async fn start_labelled(
     request: ContainerRequest<GenericImage>,
     internal_port: u16,
 ) -> (ContainerAsync<GenericImage>, u16) {
-    let container = request
-        .with_label(LABEL, run_id())
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("{}", docker_help(&e.to_string())));
+    let container = start_with_label(request).await;
     let port = container
         .get_host_port_ipv4(internal_port)
         .await
