@@ -132,11 +132,20 @@ async fn start_labelled(
 }
 
 /// A port free on 127.0.0.1 right now, for a fixed mapping that survives restarts.
+/// Picked at random below the kernel's ephemeral range (32768 and up here), from
+/// which every outgoing connection of every process takes its local port: a port
+/// from there could be taken by one between this check and the server's bind
+/// ("port is already allocated", "Address already in use").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    use std::hash::{BuildHasher, RandomState};
+    for attempt in 0..10_000u32 {
+        let random = RandomState::new().hash_one((std::process::id(), attempt));
+        let port = 20_000 + u16::try_from(random % 12_000).unwrap_or_default();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between 20000 and 32000");
 }
 
 /// Which test run a shared container belongs to (`DLOCK_TEST_RUN`, else `dev`).
