@@ -742,7 +742,14 @@ async fn keep_alive_task(ka: KeepAlive) {
         let ttl = ka.state.ttl();
         let sent = BootInstant::now();
         let left = ka.state.valid_until().saturating_duration_since(sent);
-        let budget = ka.lock.operation_timeout().min(left);
+        // Batched, the wait for the batch to leave (up to a quarter period, longer
+        // than the operation timeout for long TTLs) is not a round trip: the batch
+        // bounds its call by the operation timeout from when it leaves, and here
+        // only the validity left bounds the whole.
+        let budget = match batches {
+            Some(_) => left,
+            None => ka.lock.operation_timeout().min(left),
+        };
         // Batched, the TTL counts from when the batch went out, a little later.
         let outcome = bounded("extend", budget, async {
             match batches {

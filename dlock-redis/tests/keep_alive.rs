@@ -132,3 +132,41 @@ async fn a_batch_answers_for_each_lease_and_survives_a_script_flush() {
     }
     assert_eq!(present(&url, &prefix, n).await, n - 1);
 }
+
+/// A batched extension waits for its batch, which leaves up to a quarter period
+/// after it boards: that wait is not the round trip the operation timeout bounds.
+/// Here a quarter period (250 ms) is longer than the operation timeout (150 ms), as
+/// it is with the defaults (2 s) for any TTL from 24 s up. Counting the wait against
+/// the timeout failed every extension, retried after a quarter of the validity left,
+/// until that quarter was short enough for the wait: the lease fell from 5 s left to
+/// about 1.4 s (a 30 s TTL with the defaults: to about 8 s) before one got through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_extension_may_wait_for_its_batch_longer_than_the_operation_timeout() {
+    let server = start_redis(RedisOptions::default()).await;
+    let config = dlock_redis::RedisConfig::builder()
+        .url(format!("redis://127.0.0.1:{}", server.port()))
+        .operation_timeout(Duration::from_millis(150))
+        .build()
+        .expect("config");
+    let lock = RedisLock::connect_with(config).await.expect("connect");
+    let ttl = Duration::from_secs(6);
+    let lease = lock
+        .acquire(
+            &format!("dlock-ka-wait:{}", OwnerId::random()),
+            Acquire::ttl(ttl).keep_alive(1.0 / 6.0),
+        )
+        .await
+        .expect("acquire");
+    // Over five periods of 1 s, the validity left stays near 5 s.
+    let mut least = ttl;
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < end {
+        least = least.min(lease.remaining());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(lease.is_valid(), "the lease was lost");
+    assert!(
+        least > Duration::from_millis(3_500),
+        "the validity left fell to {least:?} of a {ttl:?} TTL extended every second"
+    );
+}
