@@ -9,14 +9,21 @@ const CONFLICT: &str = "DLOCK_CONFLICT";
 
 pub(crate) fn from_redis(key: Option<&str>, e: RedisError) -> Error {
     let key_name = || key.unwrap_or_default().to_owned();
-    match e.code() {
+    // A pipeline's error carries its commands' server errors, whose codes it does
+    // not report itself (a conflict in a vote pipelined after CLIENT GETNAME).
+    let first = e
+        .clone()
+        .into_server_errors()
+        .and_then(|errors| errors.first().map(|(_, error)| error.clone()));
+    let (code, detail) = match &first {
+        Some(error) => (Some(error.code()), error.details()),
+        None => (e.code(), e.detail()),
+    };
+    match code {
         Some(CONFLICT) => {
             return Error::Conflict {
                 key: key_name(),
-                detail: e
-                    .detail()
-                    .unwrap_or("the key holds another type")
-                    .to_owned(),
+                detail: detail.unwrap_or("the key holds another type").to_owned(),
             };
         }
         Some("WRONGTYPE") => {

@@ -230,6 +230,103 @@ impl RedisNode {
         Ok((grant_from(&reply)?, name))
     }
 
+    /// Takes `key` for `owner` for `ttl` if nobody holds it, with plain commands
+    /// and no script: `SET NX PX`, then `GET` and `PTTL` in the same round trip,
+    /// for a quorum that issues no fencing tokens (the grant's token is 0). It
+    /// neither looks at nor joins a line, so never mix it with
+    /// [`acquire_in_line`](Self::acquire_in_line) on one key. A key `owner` holds
+    /// already (a retry whose first answer was lost) gets its TTL reset from now,
+    /// by the extend script, so it lasts as long as a fresh grant would.
+    pub async fn take(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+    ) -> Result<NodeGrant, Error> {
+        Ok(self.take_named(key, owner, ttl, false).await?.0)
+    }
+
+    /// As [`take`](Self::take), with the name of the connection the answer came
+    /// over, as [`acquire_with_connection_name`](Self::acquire_with_connection_name)
+    /// gives it.
+    pub async fn take_with_connection_name(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+    ) -> Result<(NodeGrant, Option<String>), Error> {
+        self.take_named(key, owner, ttl, true).await
+    }
+
+    async fn take_named(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        ttl: Duration,
+        named: bool,
+    ) -> Result<(NodeGrant, Option<String>), Error> {
+        let err = |e| from_redis(Some(key.as_str()), e);
+        let (lock, me) = (self.layout().lock(key), owner.to_hex());
+        let mut pipe = redis::pipe();
+        if named {
+            pipe.cmd("CLIENT").arg("GETNAME");
+        }
+        // SET NX never replaces a key, whatever its type; GET then reports a key
+        // of another type as WRONGTYPE, a conflict.
+        pipe.cmd("SET")
+            .arg(&lock)
+            .arg(&me)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .cmd("GET")
+            .arg(&lock)
+            .cmd("PTTL")
+            .arg(&lock);
+        let mut conn = self.connection();
+        let (mut name, set, holder, pttl): (Option<String>, Option<String>, Option<String>, i64) =
+            if named {
+                pipe.query_async(&mut conn).await.map_err(err)?
+            } else {
+                let (set, holder, pttl) = pipe.query_async(&mut conn).await.map_err(err)?;
+                (None, set, holder, pttl)
+            };
+        if set.is_some() {
+            return Ok((NodeGrant::Granted(FenceToken(0)), name));
+        }
+        if holder.as_deref() != Some(me.as_str()) {
+            // Held by another (or it expired in between: worth trying again soon).
+            let left = u64::try_from(pttl).ok().map(Duration::from_millis);
+            return Ok((NodeGrant::Held(left), name));
+        }
+        // Ours already. Its TTL counts from the first grant, which may be older
+        // than the attempt asking now: reset it, atomically on the owner.
+        let mut pipe = redis::pipe();
+        if named {
+            pipe.cmd("CLIENT").arg("GETNAME");
+        }
+        let invocation = self.extend_invocation(key, owner, ttl);
+        pipe.invoke_script(&invocation);
+        let extended: i64 = if named {
+            let (n, extended): (Option<String>, i64) =
+                query_loading_script(&pipe, &scripts::EXTEND, &mut conn)
+                    .await
+                    .map_err(err)?;
+            name = n;
+            extended
+        } else {
+            let (extended,): (i64,) = query_loading_script(&pipe, &scripts::EXTEND, &mut conn)
+                .await
+                .map_err(err)?;
+            extended
+        };
+        let grant = match NodeExtend::from_script(extended) {
+            NodeExtend::Extended => NodeGrant::Granted(FenceToken(0)),
+            NodeExtend::NotHeld(_) => NodeGrant::Held(None),
+        };
+        Ok((grant, name))
+    }
+
     /// Names the connection requests go over `name` (`CLIENT SETNAME`) and reads
     /// the `run_id` of the server at its other end, in one pipeline, so both are
     /// about the same connection. A server that restarted is reached over a new,

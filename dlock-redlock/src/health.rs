@@ -117,22 +117,32 @@ impl Node {
     /// leads to a check, and the vote is asked again (the acquire script grants a
     /// retry by the same owner): only an answer whose own connection was checked
     /// counts, even if the address could reach another server in between.
+    /// Without `fencing`, the vote is plain commands (no script, no token).
     pub(crate) async fn vote(
         &self,
         key: &LockKey,
         owner: &OwnerId,
         ttl: Duration,
         restart_delay: Duration,
+        fencing: bool,
     ) -> Result<Vote, Error> {
         if restart_delay.is_zero() {
-            return self.redis.acquire(key, owner, ttl).await.map(Vote::Counted);
+            let grant = if fencing {
+                self.redis.acquire(key, owner, ttl).await
+            } else {
+                self.redis.take(key, owner, ttl).await
+            };
+            return grant.map(Vote::Counted);
         }
         let mut checked_once = false;
         loop {
-            let (grant, name) = self
-                .redis
-                .acquire_with_connection_name(key, owner, ttl)
-                .await?;
+            let (grant, name) = if fencing {
+                self.redis
+                    .acquire_with_connection_name(key, owner, ttl)
+                    .await?
+            } else {
+                self.redis.take_with_connection_name(key, owner, ttl).await?
+            };
             let vouched = {
                 let identity = self.identity();
                 identity

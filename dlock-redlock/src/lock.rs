@@ -240,9 +240,11 @@ impl Lock for RedlockLock {
                 req.ttl,
             );
             let (limit, delay) = (per_node.min(left()), self.restart_delay());
+            let fencing = config.fencing;
             asks.push(async move {
                 let node = &inner.nodes[i];
-                let answer = bounded("acquire", limit, node.vote(&key, &owner, ttl, delay)).await;
+                let vote = node.vote(&key, &owner, ttl, delay, fencing);
+                let answer = bounded("acquire", limit, vote).await;
                 match &answer {
                     Ok(_) => permit.success(),
                     Err(_) => permit.failure(),

@@ -1,5 +1,6 @@
-//! The whole conformance suite against Redlock over three real Redis servers, and
-//! once over five.
+//! The whole conformance suite against Redlock over three real Redis servers, once
+//! over five, and once over three without fencing tokens (whose votes are plain
+//! commands instead of the acquire script).
 
 use std::sync::Arc;
 
@@ -9,17 +10,26 @@ use dlock_redlock::{RedlockConfig, RedlockLock};
 
 struct RedlockHarness {
     urls: Vec<String>,
+    fencing: bool,
 }
 
 impl RedlockHarness {
     async fn nodes(n: usize) -> Self {
         RedlockHarness {
             urls: dlock_testkit::shared_redis_nodes(n).await,
+            fencing: true,
+        }
+    }
+
+    async fn without_tokens() -> Self {
+        RedlockHarness {
+            fencing: false,
+            ..Self::nodes(3).await
         }
     }
 
     async fn connect(&self) -> RedlockLock {
-        let mut builder = RedlockConfig::builder();
+        let mut builder = RedlockConfig::builder().fencing(self.fencing);
         for url in &self.urls {
             builder = builder.node_url(url.as_str());
         }
@@ -53,4 +63,10 @@ mod five_nodes {
     use super::RedlockHarness;
 
     dlock_core::conformance_tests!(RedlockHarness::nodes(5).await);
+}
+
+mod without_tokens {
+    use super::RedlockHarness;
+
+    dlock_core::conformance_tests!(RedlockHarness::without_tokens().await);
 }
