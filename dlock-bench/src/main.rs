@@ -79,6 +79,27 @@ fn main() {
         });
         return;
     }
+    #[cfg(feature = "redis")]
+    if let Some(at) = args.iter().position(|a| a == "--cpu-redis") {
+        // Where the CPU of an acquire+release goes, client and server (a server on
+        // this machine only: its CPU is read from /proc).
+        let url = args.get(at + 1).cloned().unwrap_or_else(|| {
+            eprintln!("--cpu-redis needs a URL: --cpu-redis redis://127.0.0.1:6379");
+            std::process::exit(2);
+        });
+        runtime.block_on(redis::cpu_probe(&url, Duration::from_secs(2)));
+        return;
+    }
+    #[cfg(feature = "redlock")]
+    if let Some(at) = args.iter().position(|a| a == "--profile-redlock") {
+        // Only Redlock's uncontended loop (tokens off), for a profiler.
+        let urls = args.get(at + 1).cloned().unwrap_or_else(|| {
+            eprintln!("--profile-redlock needs a URL: --profile-redlock redlock://h:p,h:p,h:p");
+            std::process::exit(2);
+        });
+        runtime.block_on(redlock::profile(urls, config.iterations / 10));
+        return;
+    }
     // A URL after the flag, or none: then the harness starts a test container.
     let url_after = |flag: &str, scheme: &str| {
         let at = args.iter().position(|a| a == flag)?;

@@ -424,3 +424,128 @@ async fn print_command_stats(
         per_command.join(", ")
     );
 }
+
+/// CPU per acquire+release, 64 tasks on distinct keys, for a server on this machine
+/// (its `process_id` read from `INFO server`): the client's (this process) and the
+/// server's, from /proc, for the raw pair over a plain connection and over the
+/// connection manager the lock uses, dlock's scripts alone, and the lock.
+pub(crate) async fn cpu_probe(url: &str, window: Duration) {
+    let client = redis::Client::open(url).expect("url");
+    let mut plain = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut plain)
+        .await
+        .expect("INFO");
+    let pid: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("process_id");
+    let release = Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    );
+    let managed = redis::aio::ConnectionManager::new_with_config(
+        client.clone(),
+        redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(2))),
+    )
+    .await
+    .expect("connect");
+    let lock: DynLock = Arc::new(RedisLock::connect(url).await.expect("connect"));
+    let node = RedisNode::connect(RedisConfig::from_url(url).expect("url"))
+        .await
+        .expect("connect");
+    out!("CPU per acquire+release, 64 tasks on distinct keys ({window:?} each):");
+    macro_rules! probe {
+        ($name:expr, $conn:expr) => {{
+            let conn = $conn;
+            let release = release.clone();
+            let ran = cpu_of(pid, window, move |task| {
+                let (mut conn, release) = (conn.clone(), release.clone());
+                async move {
+                    let key = format!("bench:cpu:{task}");
+                    let _: Option<String> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg("owner")
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(30_000)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("SET");
+                    let _: i64 = release
+                        .key(&key)
+                        .arg("owner")
+                        .invoke_async(&mut conn)
+                        .await
+                        .expect("EVALSHA");
+                }
+            })
+            .await;
+            ran.print($name);
+        }};
+    }
+    probe!("raw pair, plain connection", plain.clone());
+    probe!("raw pair, connection manager", managed.clone());
+    let ran = cpu_of(pid, window, move |task| {
+        let node = node.clone();
+        async move { scripts_pair(&node, &format!("bench:cpu-scripts:{task}")).await }
+    })
+    .await;
+    ran.print("dlock's scripts alone");
+    let ran = cpu_of(pid, window, move |task| {
+        let lock = lock.clone();
+        async move { acquire_release(&lock, &format!("bench:cpu-lock:{task}")).await }
+    })
+    .await;
+    ran.print("the lock");
+}
+
+struct CpuRun {
+    rate: f64,
+    client_us: f64,
+    server_us: f64,
+}
+
+impl CpuRun {
+    fn print(&self, name: &str) {
+        out!(
+            "  {name:<30} {:>7.0}/s  client {:>5.1} µs  server {:>5.1} µs CPU per pair",
+            self.rate,
+            self.client_us,
+            self.server_us
+        );
+    }
+}
+
+async fn cpu_of<F, Fut>(pid: u32, window: Duration, op: F) -> CpuRun
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (client0, server0) = (cpu_ticks("self"), cpu_ticks(&pid.to_string()));
+    let start = std::time::Instant::now();
+    let rate = many_tasks(64, window, op).await.rate;
+    let pairs = rate * start.elapsed().as_secs_f64();
+    let (client1, server1) = (cpu_ticks("self"), cpu_ticks(&pid.to_string()));
+    // Clock ticks of 10 ms (USER_HZ 100) in µs, per pair.
+    let per_pair = |ticks: u64| ticks as f64 * 10_000.0 / pairs;
+    CpuRun {
+        rate,
+        client_us: per_pair(client1 - client0),
+        server_us: per_pair(server1 - server0),
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')').expect("stat") + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}

@@ -198,3 +198,11 @@ async fn frozen_node(urls: &[String], servers: &[dlock_testkit::Server], native:
         p50(&rs_frozen).as_secs_f64() / p50(&rs_healthy).as_secs_f64()
     );
 }
+
+/// Only the uncontended tokens-off loop on the servers given, for a profiler.
+pub(crate) async fn profile(given: String, iterations: usize) {
+    let (_servers, all) = servers(Some(given), 3).await;
+    let lock = redlock(&all, false).await;
+    let r = rate(iterations, || acquire_release(&lock, "bench:profile")).await;
+    println!("{r:.0} acquire+release per second");
+}
