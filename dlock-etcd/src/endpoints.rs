@@ -8,6 +8,7 @@ use std::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use dlock_core::Error;
@@ -129,6 +130,35 @@ impl Endpoints {
     {
         let (at, client) = self.client(kind).await?;
         let result = request(client).await;
+        if let Err(e) = &result
+            && e.is_retryable()
+        {
+            self.failed(at);
+        }
+        result
+    }
+
+    /// [`call`](Self::call) within `limit`: a request still out then is dropped
+    /// and counts as a failure of its endpoint, as an error would, so the next
+    /// request goes to the next endpoint (a frozen member answers nothing).
+    pub(crate) async fn call_within<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        limit: Duration,
+        request: F,
+    ) -> Result<T, Error>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let (at, client) = self.client(Kind::Bounded).await?;
+        let Ok(result) = tokio::time::timeout(limit, request(client)).await else {
+            self.failed(at);
+            return Err(Error::OperationTimeout {
+                operation,
+                after: limit,
+            });
+        };
         if let Err(e) = &result
             && e.is_retryable()
         {

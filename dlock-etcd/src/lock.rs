@@ -392,30 +392,16 @@ impl EtcdLock {
 
     /// Refreshes `lease` once; `false` if etcd no longer has it.
     pub(crate) async fn refresh(&self, lease: i64) -> Result<bool, Error> {
+        self.inner.endpoints.call(|c| refresh_once(c, lease)).await
+    }
+
+    /// [`refresh`](Self::refresh) within `limit`: a refresh still out then counts
+    /// as its member failing (frozen, say), so the next one goes to another member
+    /// while the lease still lives.
+    pub(crate) async fn refresh_within(&self, lease: i64, limit: Duration) -> Result<bool, Error> {
         self.inner
             .endpoints
-            .call(|mut c| async move {
-                // An expired lease shows up as an error at any of the three steps.
-                let gone_or = |e: etcd_client::Error| {
-                    if is_lease_not_found(&e) {
-                        Ok(false)
-                    } else {
-                        Err(from_etcd(e))
-                    }
-                };
-                let (mut keeper, mut answers) = match c.lease_keep_alive(lease).await {
-                    Ok(stream) => stream,
-                    Err(e) => return gone_or(e),
-                };
-                if let Err(e) = keeper.keep_alive().await {
-                    return gone_or(e);
-                }
-                match answers.message().await {
-                    Ok(Some(answer)) => Ok(answer.ttl() > 0),
-                    Ok(None) => Err(Error::unavailable("the lease keep-alive stream closed")),
-                    Err(e) => gone_or(e),
-                }
-            })
+            .call_within("refresh", limit, |c| refresh_once(c, lease))
             .await
     }
 
@@ -1061,5 +1047,29 @@ impl Lock for EtcdLock {
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
         });
+    }
+}
+
+/// One keep-alive request for `lease` and its answer; `false` if etcd no longer has
+/// the lease (an expired lease shows up as an error at any of the three steps).
+async fn refresh_once(mut c: etcd_client::Client, lease: i64) -> Result<bool, Error> {
+    let gone_or = |e: etcd_client::Error| {
+        if is_lease_not_found(&e) {
+            Ok(false)
+        } else {
+            Err(from_etcd(e))
+        }
+    };
+    let (mut keeper, mut answers) = match c.lease_keep_alive(lease).await {
+        Ok(stream) => stream,
+        Err(e) => return gone_or(e),
+    };
+    if let Err(e) = keeper.keep_alive().await {
+        return gone_or(e);
+    }
+    match answers.message().await {
+        Ok(Some(answer)) => Ok(answer.ttl() > 0),
+        Ok(None) => Err(Error::unavailable("the lease keep-alive stream closed")),
+        Err(e) => gone_or(e),
     }
 }

@@ -105,11 +105,22 @@ impl Session {
 /// Refreshes `lease` every third of `ttl` while the client lives and the lease is
 /// the session's. Holds the client only during a refresh, so dropping it ends the
 /// session (by expiry, one TTL later).
+///
+/// Each refresh is due a period after the previous one was sent, and gets at most
+/// a period: one that hangs (a frozen member) is dropped in time for a retry on the
+/// next member while the lease lives, even when the period is shorter than the
+/// operation timeout (a session of a few seconds).
 async fn keep_alive(client: Weak<Inner>, lease: i64, ttl: Duration) {
     let period = ttl / 3;
     let mut pause = period;
+    let mut last_sent = BootInstant::now();
     loop {
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(
+            last_sent
+                .saturating_add(pause)
+                .saturating_duration_since(BootInstant::now()),
+        )
+        .await;
         let Some(lock) = EtcdLock::upgrade(&client) else {
             return;
         };
@@ -122,7 +133,9 @@ async fn keep_alive(client: Weak<Inner>, lease: i64, ttl: Duration) {
             return;
         }
         let sent = BootInstant::now();
-        match lock.refresh(lease).await {
+        last_sent = sent;
+        let limit = period.min(dlock_core::Lock::operation_timeout(&lock));
+        match lock.refresh_within(lease, limit).await {
             Ok(true) => {
                 session.refreshed(lease, sent);
                 pause = period;

@@ -277,3 +277,36 @@ async fn a_leader_change_stretches_expiry_within_the_reported_slack() {
         ttl + caps.expiry_slack(ttl)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_member_does_not_end_a_short_session() {
+    // A 3 s session is refreshed every second, faster than the operation timeout
+    // (2 s): a refresh that hangs on the frozen member must be given up in time to
+    // retry on another while the lease lives. The locks have no keep-alive of their
+    // own, so only the session's refresher keeps their keys.
+    let cluster = EtcdCluster::start(3).await;
+    let mut endpoints = cluster.endpoints();
+    let mut builder = EtcdConfig::builder()
+        .operation_timeout(Duration::from_secs(2))
+        .session(Duration::from_secs(3));
+    for e in endpoints.drain(..) {
+        builder = builder.endpoint(e);
+    }
+    let locks = EtcdLock::connect_with(builder.build().expect("config"))
+        .await
+        .expect("connect");
+    let ttl = Duration::from_secs(3);
+    let k = key("session-pause");
+    let held = locks.acquire(&k, Acquire::ttl(ttl)).await.expect("acquire");
+    let first = locks.current_endpoint().to_owned();
+    cluster.member(0).pause().await;
+    tokio::time::sleep(ttl * 3).await;
+    let other = client_starting_at(&cluster, 1).await;
+    let busy = other.try_acquire(&k, ttl).await;
+    cluster.member(0).unpause().await;
+    assert!(
+        matches!(busy, Ok(None)),
+        "the session's key was gone while a quorum stayed up ({first} paused): {busy:?}"
+    );
+    drop(held);
+}

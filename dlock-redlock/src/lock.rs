@@ -503,23 +503,38 @@ impl Lock for RedlockLock {
         let mut waiting = 0;
         let mut releases = FuturesUnordered::new();
         for node in &self.inner.nodes {
-            if !node.breaker_open() {
+            // Only the answers of nodes waited for count down: a node whose breaker
+            // is open (down, refusing at once) answering first must not end the
+            // wait before a healthy node answered.
+            let awaited = !node.breaker_open();
+            if awaited {
                 waiting += 1;
             }
             let (redis, key, owner) = (node.redis.clone(), key.clone(), *owner);
-            releases
-                .push(async move { bounded("release", limit, redis.release(&key, &owner)).await });
+            releases.push(async move {
+                let answer = bounded("release", limit, redis.release(&key, &owner)).await;
+                (awaited, answer)
+            });
         }
         let (mut released, mut errors) = (0, Vec::new());
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = tokio::time::Instant::now().checked_add(limit);
         while waiting > 0 && released < quorum {
-            match tokio::time::timeout_at(deadline, releases.next()).await {
-                Ok(Some(Ok(true))) => released += 1,
-                Ok(Some(Ok(false))) => {}
-                Ok(Some(Err(e))) => errors.push(e),
-                Ok(None) | Err(_) => break,
+            let next = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, releases.next()).await,
+                // A timeout too large to add to now: no deadline.
+                None => Ok(releases.next().await),
+            };
+            let Ok(Some((awaited, answer))) = next else {
+                break;
+            };
+            match answer {
+                Ok(true) => released += 1,
+                Ok(false) => {}
+                Err(e) => errors.push(e),
             }
-            waiting -= 1;
+            if awaited {
+                waiting -= 1;
+            }
         }
         if !releases.is_empty() {
             tokio::spawn(async move { while releases.next().await.is_some() {} });
