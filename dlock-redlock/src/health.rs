@@ -141,7 +141,9 @@ impl Node {
                     .acquire_with_connection_name(key, owner, ttl)
                     .await?
             } else {
-                self.redis.take_with_connection_name(key, owner, ttl).await?
+                self.redis
+                    .take_with_connection_name(key, owner, ttl)
+                    .await?
             };
             let vouched = {
                 let identity = self.identity();
