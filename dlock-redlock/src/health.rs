@@ -14,7 +14,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -118,6 +118,12 @@ impl Node {
     /// retry by the same owner): only an answer whose own connection was checked
     /// counts, even if the address could reach another server in between.
     /// Without `fencing`, the vote is plain commands (no script, no token).
+    ///
+    /// Once `decided` is set (the attempt won or gave up, and its clean-up may be
+    /// on its way), the vote asks nothing more: a second ask sent after the
+    /// clean-up's release would take the key again for a whole TTL, for an owner
+    /// that no longer wants it. An ask sent before is ordered before the release on
+    /// the node's one connection, which then deletes what it took.
     pub(crate) async fn vote(
         &self,
         key: &LockKey,
@@ -125,6 +131,7 @@ impl Node {
         ttl: Duration,
         restart_delay: Duration,
         fencing: bool,
+        decided: &AtomicBool,
     ) -> Result<Vote, Error> {
         if restart_delay.is_zero() {
             let grant = if fencing {
@@ -161,7 +168,7 @@ impl Node {
             // A connection opened since the last check: check it, then ask again.
             self.check(restart_delay).await?;
             checked_once = true;
-            if self.identity().restarted_lately() {
+            if self.identity().restarted_lately() || decided.load(Ordering::Acquire) {
                 return Ok(Vote::Restarted);
             }
         }

@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -217,6 +217,8 @@ impl Lock for RedlockLock {
         // Round 1: every node at once, polled here; answers still out when the
         // decision is made are settled in the background (breaker, restart check).
         let mut asks = FuturesUnordered::new();
+        // Set once this attempt is decided: votes still out ask nothing more.
+        let decided = Arc::new(AtomicBool::new(false));
         let mut failures: Vec<(String, Error)> = Vec::new();
         // Nodes that answered "held by another": nothing of ours to clean up there.
         let mut not_ours = vec![false; n];
@@ -240,10 +242,10 @@ impl Lock for RedlockLock {
                 req.ttl,
             );
             let (limit, delay) = (per_node.min(left()), self.restart_delay());
-            let fencing = config.fencing;
+            let (fencing, decided) = (config.fencing, Arc::clone(&decided));
             asks.push(async move {
                 let node = &inner.nodes[i];
-                let vote = node.vote(&key, &owner, ttl, delay, fencing);
+                let vote = node.vote(&key, &owner, ttl, delay, fencing, &decided);
                 let answer = bounded("acquire", limit, vote).await;
                 match &answer {
                     Ok(_) => permit.success(),
@@ -289,6 +291,12 @@ impl Lock for RedlockLock {
                 Err(e) => failures.push((nodes[i].address.clone(), e)),
             }
         }
+        // Neither a majority nor a definite no within the time left: the nodes were
+        // slow, not busy.
+        let timed_out = !won && refused + failures.len() <= n - quorum;
+        // Before anything else is sent (the second round, the clean-up), and before
+        // the votes still out are polled again.
+        decided.store(true, Ordering::Release);
         if !asks.is_empty() {
             tokio::spawn(async move { while asks.next().await.is_some() {} });
         }
@@ -320,6 +328,16 @@ impl Lock for RedlockLock {
                 needed: quorum,
                 failures,
             });
+        }
+        if timed_out && refused == 0 {
+            // Nobody said the key is held: "busy" would be a guess. Retryable, so
+            // an acquisition that waits tries again.
+            return Err(Error::unavailable(format!(
+                "no majority of {n} nodes answered within {:?} ({} granted, {} failed)",
+                per_node,
+                granted.len(),
+                failures.len()
+            )));
         }
         let wake = armed.map(|armed| {
             let signals: Vec<WakeSignal> = armed

@@ -391,3 +391,45 @@ async fn delayed_restarts_hold_when_another_request_reconnected_first() {
     assert!(!b_won, "B was granted while A held the lock");
     assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens {tokens:?}");
 }
+
+/// A vote over a connection that reconnected to the same server (an idle timeout,
+/// a blip) checks the server, then asks again. Once the other nodes' "held" has
+/// decided the attempt, that second ask must not go out after the clean-up's
+/// release, or the key stays taken on that node for a whole TTL, by an owner that
+/// gave up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_after_a_reconnect_leaves_no_key_once_the_attempt_gave_up() {
+    let (_servers, urls) = nodes(3).await;
+    let locks = connect(&urls, |b| b).await;
+    let mut leftovers = Vec::new();
+    for round in 0..5 {
+        let k = key("reconnected");
+        let stored = format!("dlock:v1:lock:{{{k}}}");
+        // Another owner holds the key on two of the three nodes.
+        for url in &urls[..2] {
+            raw(url, &["SET", &stored, "someone-else", "PX", "30000"]).await;
+        }
+        // This client's connections to the third node are cut; a read reconnects
+        // them, unnamed.
+        raw(
+            &urls[2],
+            &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+        )
+        .await;
+        let _ = locks.holder(&key("reconnect")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let busy = locks
+            .try_acquire(&k, Duration::from_secs(30))
+            .await
+            .expect("try_acquire");
+        assert!(busy.is_none(), "granted although held on two of three");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if held_on(&urls[2], &k).await {
+            leftovers.push(round);
+        }
+    }
+    assert!(
+        leftovers.is_empty(),
+        "the third node kept the key after the attempt gave up, in rounds {leftovers:?}"
+    );
+}
