@@ -53,6 +53,9 @@ pub struct Report {
     pub outlived_leases: usize,
     /// Acquisitions and writes that failed or ended unknown while a fault was on.
     pub failures_during_faults: usize,
+    /// The longest time within a fault with no grant at all, in ms: a fault that
+    /// stops progress while waiters wait through it (rather than fail) shows here.
+    pub longest_stall_ms: f64,
     /// From each fault's end to the next grant, in ms (the longest).
     pub recovery_ms: Option<f64>,
     /// What the orchestrator observed the faults do.
@@ -224,8 +227,15 @@ pub fn check(history: &[Event], final_plain: u64, final_fenced: u64) -> Report {
         .filter_map(|a| a.ok.map(|(t, _)| t))
         .collect();
     oks.sort_unstable();
-    for &(_, end) in &faults {
+    for &(start, end) in &faults {
         let Some(end) = end else { continue };
+        // Gaps between grants (and the fault's edges) inside the fault.
+        let mut last = start;
+        for &t in oks.iter().filter(|&&t| t > start && t < end) {
+            report.longest_stall_ms = report.longest_stall_ms.max(ms(t - last));
+            last = t;
+        }
+        report.longest_stall_ms = report.longest_stall_ms.max(ms(end - last));
         if let Some(next) = oks.iter().find(|&&t| t >= end) {
             let r = ms(next - end);
             report.recovery_ms = Some(report.recovery_ms.map_or(r, |m: f64| m.max(r)));

@@ -361,7 +361,11 @@ async fn finish(plan: Plan, ttl: Duration, history: &[Event], regs: &Registers) 
     let report = check(history, final_plain, final_fenced);
     let fault_took_effect = match plan.fault {
         Fault::ClientPause => report.outlived_leases > 0,
-        Fault::ServerPause | Fault::Blackhole => report.failures_during_faults > 0,
+        // Failures, or no grant for longer than a TTL (the fault lasts 2.5 TTLs or
+        // more): waiters that wait through it fail nothing.
+        Fault::ServerPause | Fault::Blackhole => {
+            report.failures_during_faults > 0 || report.longest_stall_ms >= ttl.as_secs_f64() * 1e3
+        }
         Fault::LinkDelay => report.failures_during_faults > 0 || report.outlived_leases > 0,
         Fault::ServerRestart
         | Fault::ServerRestartLate

@@ -60,9 +60,10 @@ fn effect(r: &Row) -> String {
     let m = &r.report;
     match r.plan.fault {
         Fault::ClientPause => format!("{} holder(s) outlived the TTL", m.outlived_leases),
-        Fault::ServerPause | Fault::Blackhole => {
-            format!("{} operations failed or unknown", m.failures_during_faults)
-        }
+        Fault::ServerPause | Fault::Blackhole => format!(
+            "{} operations failed or unknown; no grant for {:.0} ms",
+            m.failures_during_faults, m.longest_stall_ms
+        ),
         Fault::LinkDelay => format!(
             "{} operations failed or unknown, {} holder(s) outlived the TTL",
             m.failures_during_faults, m.outlived_leases

@@ -53,6 +53,11 @@ pub trait LockExt {
     /// `try_acquire`) gets the backend's error at once; one that waits for ever
     /// waits through the outage. A definite failure (bad input, refused
     /// credentials, no quorum possible) ends the wait at once.
+    ///
+    /// **Pauses.** A lease is never handed out with its validity already over: a
+    /// grant whose answer arrived after the TTL had run out (the process paused
+    /// after sending) counts as a failed attempt, asked again with the same owner,
+    /// which renews it with validity from the new request.
     fn acquire(
         &self,
         key: &str,
@@ -403,7 +408,7 @@ async fn acquire_slowly(
         None => send_attempt(&acquisition.lock, acquisition.request(&opts, sent)).await,
     };
     crate::tracker::observe(acquisition.lock.as_ref(), &first);
-    let outcome = keep_trying(&mut acquisition, caps.name, &opts, first, sent).await;
+    let outcome = keep_trying(&mut acquisition, &caps, &opts, first, sent).await;
     let (lock, key) = (Arc::clone(&acquisition.lock), acquisition.key.clone());
     finish(lock, &caps, key, &opts, outcome)
 }
@@ -432,14 +437,20 @@ fn grant(
     }
 }
 
+/// Grants in a row that may come back after their validity ended before the
+/// acquisition gives up: one is a pause, three are a TTL below the round trip.
+const LATE_GRANTS_TOLERATED: u32 = 3;
+
 /// Waits and retries until granted, the deadline passes, or the backend fails for good.
 async fn keep_trying(
     acquisition: &mut Acquisition,
-    backend: &'static str,
+    caps: &crate::Capabilities,
     opts: &Acquire,
     mut attempt: Result<Attempt, Error>,
     started: BootInstant,
 ) -> Result<Option<Grant>, Error> {
+    let backend = caps.name;
+    let (ttl, drift) = (opts.ttl_value(), caps.drift(opts.ttl_value()));
     let deadline = match opts.wait_value() {
         Wait::For(limit) => Some(started.saturating_add(limit)),
         Wait::No | Wait::Forever => None,
@@ -456,7 +467,35 @@ async fn keep_trying(
     let mut sent = started;
     // The backend's error, while its latest attempt failed: the cause of a timeout.
     let mut failing: Option<Error> = None;
+    // Grants in a row whose validity had ended when they came back.
+    let mut late_grants = 0u32;
     loop {
+        // A grant whose validity ended before its answer reached us (the process
+        // paused for longer than the TTL after sending): no use to the caller,
+        // though the backend may hold the key for us. Asking again with the same
+        // owner renews it, with validity counted from the new send.
+        // Every grant late, though: the TTL is shorter than the round trip, and
+        // asking again cannot help.
+        if let Ok(Attempt::Acquired { valid_from, .. }) = &attempt {
+            let from = valid_from.map_or(sent, |from| from.min(sent));
+            if from.saturating_add(ttl).saturating_sub(drift).has_passed() {
+                late_grants += 1;
+                tracing::debug!(backend, key = %acquisition.key, late_grants, "granted after its validity ended; asking again");
+                if late_grants >= LATE_GRANTS_TOLERATED {
+                    return Err(Error::InvalidInput(crate::InvalidInput::Option {
+                        name: "ttl",
+                        reason: format!(
+                            "{late_grants} grants in a row came back after their validity ({ttl:?} less the drift) had ended: the TTL is shorter than a round trip to the backend"
+                        ),
+                    }));
+                }
+                attempt = Err(Error::unavailable(
+                    "the grant arrived after its validity had ended (a pause longer than the TTL)",
+                ));
+            } else {
+                late_grants = 0;
+            }
+        }
         let pause = match attempt {
             Ok(Attempt::Acquired { fence, valid_from }) => {
                 if contended {

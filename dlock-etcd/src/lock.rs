@@ -98,6 +98,9 @@ impl Place {
 /// The key just ahead of ours in line.
 struct Predecessor {
     key: Vec<u8>,
+    /// Its create revision: a key names a client's slot, which comes back, so a
+    /// key of the same name made later (behind us) is another key.
+    revision: i64,
     /// It is the only key ahead of ours. Keys never join ahead of an existing one
     /// (create revisions only grow), so once it is deleted we are first.
     only: bool,
@@ -492,9 +495,33 @@ impl EtcdLock {
         self.places().insert(*owner, place);
         let predecessor = kvs.get(1).map(|kv| Predecessor {
             key: kv.key().to_vec(),
+            revision: kv.create_revision(),
             only: kvs.len() == 2,
         });
         Ok((place, predecessor))
+    }
+
+    /// As [`look_again`](Self::look_again), but a waiter whose key is gone (its lease
+    /// expired while it was cut off or paused for longer than the TTL, or an
+    /// operator broke the line) held nothing to lose: it joins the line again, at
+    /// its end, as a new key, instead of failing an acquisition that may wait for
+    /// ever. It is never granted on the key that went.
+    async fn look_again_or_rejoin(
+        &self,
+        req: &AttemptRequest<'_>,
+        place: Place,
+    ) -> Result<(Place, Option<Predecessor>), Error> {
+        match self.look_again(req.key, req.owner, place).await {
+            Err(e) if e.is_lease_lost() => {
+                tracing::debug!(target: "dlock::backend", key = %req.key, "our place in line is gone: joining the line again");
+                // The place goes, but not the key name: it is rejoined under it, and
+                // given back only when this acquisition ends. A lease of its own (not
+                // the session's) expires unrefreshed.
+                self.places().remove(req.owner);
+                self.join_line(req.key, req.owner, req.ttl).await
+            }
+            answer => answer,
+        }
     }
 
     /// Later attempts: refresh our lease, check our key is still there, and find our
@@ -547,6 +574,7 @@ impl EtcdLock {
         let predecessor = match response.op_responses().into_iter().next() {
             Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| Predecessor {
                 key: kv.key().to_vec(),
+                revision: kv.create_revision(),
                 only: get.kvs().len() == 1,
             }),
             _ => None,
@@ -723,7 +751,12 @@ impl EtcdLock {
             .await?;
         let both_there = Txn::new().when([
             Compare::create_revision(ours.clone(), CompareOp::Equal, revision),
-            Compare::create_revision(predecessor.key.clone(), CompareOp::Greater, 0),
+            // The same key, not one made since under its name.
+            Compare::create_revision(
+                predecessor.key.clone(),
+                CompareOp::Equal,
+                predecessor.revision,
+            ),
         ]);
         if !self.txn(both_there).await?.succeeded() {
             return Ok(Box::pin(async {}));
@@ -838,10 +871,10 @@ impl Lock for EtcdLock {
                     valid_from: Some(place.refreshed),
                 });
             }
-            Some(place) if place.revision > 0 => self.look_again(req.key, req.owner, place).await?,
+            Some(place) if place.revision > 0 => self.look_again_or_rejoin(&req, place).await?,
             // A lease but no known key: the first attempt's answer was lost.
             Some(place) => match self.recover(req.key, req.owner, place).await? {
-                Some(place) => self.look_again(req.key, req.owner, place).await?,
+                Some(place) => self.look_again_or_rejoin(&req, place).await?,
                 None => self.join_line(req.key, req.owner, req.ttl).await?,
             },
             None => self.join_line(req.key, req.owner, req.ttl).await?,
@@ -1039,9 +1072,24 @@ impl Lock for EtcdLock {
             while tokio::time::Instant::now() < deadline {
                 match self.release(&key, &owner).await {
                     Ok(_) => return,
+                    Err(error) if !error.is_retryable() => {
+                        // Trying again cannot help (a refused permission): the key
+                        // goes with its lease.
+                        tracing::warn!(target: "dlock::lease", %key, %error, "background release failed for good; the key goes when its lease ends");
+                        return;
+                    }
                     Err(error) => {
                         tracing::debug!(target: "dlock::lease", %key, %error, "background release failed; retrying")
                     }
+                }
+                // In session mode, a client the application dropped is kept alive
+                // here alone, and its session with it: let the session expire
+                // instead, which takes the key.
+                if self.session().is_some()
+                    && Arc::strong_count(&self) == 1
+                    && Arc::strong_count(&self.inner) == 1
+                {
+                    return;
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));

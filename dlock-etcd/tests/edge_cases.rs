@@ -53,7 +53,7 @@ impl Lock for FreezesAfterFirstAttempt {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiter_whose_lease_expired_stops_with_an_error_and_frees_the_line() {
+async fn a_waiter_whose_lease_expired_frees_the_line_and_queues_again() {
     let url = shared_etcd_url().await;
     let holder = EtcdLock::connect(&url).await.expect("connect");
     let next = EtcdLock::connect(&url).await.expect("connect");
@@ -100,12 +100,21 @@ async fn a_waiter_whose_lease_expired_stops_with_an_error_and_frees_the_line() {
         "blocked for {:?}",
         started.elapsed()
     );
-    // ...and when it wakes, it learns it lost its place instead of waiting on.
+    // ...and when it wakes, it finds its place gone and queues again, at the end:
+    // it is granted once the next holder's lease lapses (2 s, no keep-alive), on a
+    // new key, with validity counted from a new request, never a lease that
+    // lapsed before it was handed out (its first answer came after its TTL).
     let frozen_result = frozen_wait.await.expect("task");
-    assert!(
-        matches!(frozen_result, Err(Error::LeaseLost { .. })),
-        "the frozen waiter got {frozen_result:?}"
-    );
+    match frozen_result {
+        Ok(lease) => {
+            assert!(
+                lease.fence() > granted.fence(),
+                "{lease:?} after {granted:?}"
+            );
+            assert!(lease.is_valid(), "handed out lapsed: {lease:?}");
+        }
+        Err(e) => panic!("the frozen waiter failed instead of queueing again: {e:?}"),
+    }
     drop(granted);
 }
 
@@ -372,18 +381,34 @@ async fn holder_and_one_waiter(
     (raw, held, pending, keys)
 }
 
+/// The current revision of the store: a key created later has a larger one.
+async fn revision(raw: &mut etcd_client::Client) -> u64 {
+    let answer = raw.get("dlock-edge-revision", None).await.expect("get");
+    u64::try_from(answer.header().expect("header").revision()).expect("revision")
+}
+
+/// A waiter whose key was deleted held nothing: it must not come out holding on
+/// that key (it is gone), but it queues again and may be granted on a new one,
+/// created after `before` (the revision read before the deletion).
+fn granted_on_a_new_key(result: Result<dlock_core::Lease, Error>, before: u64) {
+    match result {
+        Ok(lease) => assert!(
+            lease.fence().get() > before && lease.is_valid(),
+            "granted on its deleted key, or already lapsed: {lease:?}, deletion after revision {before}"
+        ),
+        Err(e) => panic!("the waiter failed instead of queueing again: {e:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_whose_key_was_deleted_is_not_granted_when_the_holder_leaves() {
     // The only waiter is granted from its watch, without reading again; it must
     // still notice that its own key went first (an operator's delete).
     let (mut raw, mut held, pending, keys) = holder_and_one_waiter("deleted-waiter").await;
+    let before = revision(&mut raw).await;
     raw.delete(keys[1].clone(), None).await.expect("delete");
     held.release().await.expect("release");
-    let result = pending.await.expect("task");
-    assert!(
-        matches!(result, Err(Error::LeaseLost { .. })),
-        "a waiter without a key got {result:?}"
-    );
+    granted_on_a_new_key(pending.await.expect("task"), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,16 +416,13 @@ async fn a_waiter_whose_key_goes_with_the_holders_in_one_revision_is_not_granted
     // Both deletions in one transaction, the holder's listed first: one answer of
     // the watch carries both, and the waiter must weigh them together.
     let (mut raw, held, pending, keys) = holder_and_one_waiter("one-revision").await;
+    let before = revision(&mut raw).await;
     let both = etcd_client::Txn::new().and_then([
         etcd_client::TxnOp::delete(keys[0].clone(), None),
         etcd_client::TxnOp::delete(keys[1].clone(), None),
     ]);
     raw.txn(both).await.expect("txn");
-    let result = pending.await.expect("task");
-    assert!(
-        matches!(result, Err(Error::LeaseLost { .. })),
-        "a waiter without a key got {result:?}"
-    );
+    granted_on_a_new_key(pending.await.expect("task"), before);
     held.leave_to_expire();
 }
 
@@ -415,13 +437,18 @@ async fn an_operator_break_with_a_waiter_in_line_grants_nobody_stale() {
     let admin = EtcdLock::connect(&format!("{url}/{prefix}"))
         .await
         .expect("connect");
+    let before = revision(&mut raw).await;
     assert!(admin.force_release("break-in-line").await.expect("break"));
-    let result = pending.await.expect("task");
-    assert!(
-        matches!(result, Err(Error::LeaseLost { .. })),
-        "the waiter came out of a broken line with {result:?}"
-    );
-    assert!(line(&mut raw, prefix, "break-in-line").await.is_empty());
+    let granted = pending.await.expect("task");
+    // Its new key is the only one in line.
+    assert_eq!(line(&mut raw, prefix, "break-in-line").await.len(), 1);
+    granted_on_a_new_key(granted, before);
+    // Dropped: released in the background.
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while !line(&mut raw, prefix, "break-in-line").await.is_empty() {
+        assert!(Instant::now() < give_up, "the new key outlived its lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     held.leave_to_expire();
 }
 
@@ -620,4 +647,38 @@ async fn reserved_names_are_ordinary_lock_keys() {
     }
     assert!(leader.is_leader(), "breaking a lock ended an election");
     leader.resign().await.expect("resign");
+}
+
+/// A waiter whose place in line is cleared (here by an operator's break, as after
+/// an outage longer than its TTL) held nothing: it queues again and is granted,
+/// instead of failing with "lease lost" for a lock it never had. In both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_place_is_cleared_queues_again_in_both_modes() {
+    let url = shared_etcd_url().await;
+    for mode in ["", "?session=2"] {
+        let scoped = format!("{url}/dlock-rejoin-{}/{mode}", OwnerId::random());
+        let connect = || async { EtcdLock::connect(&scoped).await.expect("connect") };
+        let (a, b, admin) = (connect().await, connect().await, connect().await);
+        let ttl = Duration::from_secs(2);
+        let held = a
+            .acquire("k", Acquire::ttl(ttl).keep_alive(1.0 / 3.0))
+            .await
+            .expect("a acquires");
+        let waiter = tokio::spawn(async move {
+            b.acquire("k", Acquire::ttl(ttl).wait(Duration::from_secs(20)))
+                .await
+        });
+        // B is in line (it looks again every third of the TTL).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(admin.force_release("k").await.expect("force release"));
+        let granted = tokio::time::timeout(Duration::from_secs(15), waiter)
+            .await
+            .unwrap_or_else(|_| panic!("mode {mode:?}: the waiter was never granted"))
+            .expect("task");
+        match granted {
+            Ok(lease) => assert!(lease.is_valid(), "mode {mode:?}: {lease:?}"),
+            Err(e) => panic!("mode {mode:?}: the waiter failed: {e:?}"),
+        }
+        drop(held);
+    }
 }

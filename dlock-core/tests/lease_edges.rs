@@ -1,0 +1,101 @@
+//! The lease's edges against a backend scripted to misbehave: a release whose
+//! answer is lost, and grants that always come back after their validity ended.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use dlock_core::{
+    Acquire, Attempt, AttemptRequest, Capabilities, DynLock, Error, FenceToken, InvalidInput, Lock,
+    LockExt, LockKey, LossReason, OwnerId,
+};
+
+/// Grants every attempt after `answer_after`; loses the answer of every release
+/// (the key is deleted, the caller hears "unavailable").
+#[derive(Default)]
+struct Scripted {
+    answer_after: Duration,
+    attempts: AtomicUsize,
+    releases: AtomicUsize,
+}
+
+#[async_trait]
+impl Lock for Scripted {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: "scripted",
+            min_ttl: Duration::from_millis(10),
+            ..Capabilities::default()
+        }
+    }
+    async fn attempt(&self, _: AttemptRequest<'_>) -> Result<Attempt, Error> {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(self.answer_after).await;
+        Ok(Attempt::Acquired {
+            fence: FenceToken(1),
+            valid_from: None,
+        })
+    }
+    async fn extend(&self, _: &LockKey, _: &OwnerId, _: Duration) -> Result<(), Error> {
+        Ok(())
+    }
+    async fn release(&self, _: &LockKey, _: &OwnerId) -> Result<bool, Error> {
+        self.releases.fetch_add(1, Ordering::Relaxed);
+        Err(Error::unavailable("the answer was lost"))
+    }
+}
+
+#[tokio::test]
+async fn a_release_whose_answer_is_lost_leaves_the_lease_not_valid() {
+    let lock: DynLock = Arc::new(Scripted::default());
+    let mut lease = lock
+        .acquire("k", Acquire::ttl(Duration::from_secs(30)))
+        .await
+        .expect("acquire");
+    let error = lease
+        .release()
+        .await
+        .expect_err("the release's answer was lost");
+    assert!(error.is_retryable(), "{error:?}");
+    // The delete may have landed and the key gone to the next holder: the lease
+    // must not look held for the 30 s left.
+    assert!(!lease.is_valid(), "{lease:?}");
+    assert_eq!(lease.lost_reason(), Some(LossReason::Unreachable));
+    tokio::time::timeout(Duration::from_millis(100), lease.lost())
+        .await
+        .expect("lost() did not fire");
+}
+
+#[tokio::test]
+async fn grants_that_always_come_back_late_end_the_wait_with_a_typed_error() {
+    let scripted = Arc::new(Scripted {
+        answer_after: Duration::from_millis(40),
+        ..Scripted::default()
+    });
+    let lock: DynLock = scripted.clone();
+    let started = Instant::now();
+    let answer = lock
+        .acquire(
+            "k",
+            Acquire::ttl(Duration::from_millis(20)).wait(Duration::from_secs(30)),
+        )
+        .await;
+    match answer {
+        Err(Error::InvalidInput(InvalidInput::Option { name: "ttl", .. })) => {}
+        other => panic!("expected the TTL refused as below a round trip, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(scripted.attempts.load(Ordering::Relaxed), 3);
+    // What the late grants may hold is released.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(scripted.releases.load(Ordering::Relaxed) >= 1);
+}
