@@ -135,7 +135,8 @@ pub enum LossReason {
     /// The backend no longer has the key: deleted, flushed, its lease revoked, or
     /// expired on the server before the extension arrived.
     Gone,
-    /// Extensions kept failing to reach the backend until `valid_until` passed.
+    /// Extensions kept failing to reach the backend until `valid_until` passed, or
+    /// a release's outcome is unknown (it may have landed, and the key gone on).
     Unreachable,
     /// [`shutdown`](crate::LockExt::shutdown) released it.
     ShutDown,

@@ -480,7 +480,10 @@ impl Lease {
     /// expired (passed `valid_until`), was taken, or [`shutdown`](crate::LockExt::shutdown)
     /// released it; the new holder, if any, is left alone. [`Error::LeaseReleased`]
     /// if released before. On any other error the lease stays unreleased: call
-    /// again, or drop it to release in the background.
+    /// again, or drop it to release in the background. It is no longer valid,
+    /// though, if the error leaves the outcome unknown (a timeout, a lost answer):
+    /// the release may have landed and the key gone to the next holder, so it is
+    /// marked lost ([`LossReason::Unreachable`]) and `lost()` fires.
     pub async fn release(&mut self) -> Result<(), Error> {
         if self.released {
             return Err(Error::LeaseReleased {
@@ -503,8 +506,16 @@ impl Lease {
                 outcome
             }
         };
-        let held =
-            answer.inspect_err(|_| metrics::release(self.state.labels(), ReleaseOutcome::Error))?;
+        let held = match answer {
+            Ok(held) => held,
+            Err(error) => {
+                metrics::release(self.state.labels(), ReleaseOutcome::Error);
+                if error.is_retryable() {
+                    self.state.mark_lost(LossReason::Unreachable);
+                }
+                return Err(error);
+            }
+        };
         let now = BootInstant::now();
         self.finish(now);
         // Past valid_until the holder could not assume it held the lock, even if the
