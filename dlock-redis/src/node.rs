@@ -410,16 +410,40 @@ impl RedisNode {
             .iter()
             .map(|e| self.extend_invocation(&e.key, &e.owner, e.ttl))
             .collect();
+        // Each answer on its own: one key that fails (another type, say) must not
+        // fail every lease in the batch with it.
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for invocation in &invocations {
             pipe.invoke_script(invocation);
         }
-        let answers: redis::RedisResult<Vec<i64>> =
-            query_loading_script(&pipe, &scripts::EXTEND, &mut self.connection()).await;
+        let mut conn = self.connection();
+        let mut answers: redis::RedisResult<Vec<redis::RedisResult<i64>>> =
+            pipe.query_async(&mut conn).await;
+        let lost_script = |answers: &redis::RedisResult<Vec<redis::RedisResult<i64>>>| {
+            answers.as_ref().is_ok_and(|answers| {
+                answers.iter().any(|a| {
+                    a.as_ref().is_err_and(|e| {
+                        e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                    })
+                })
+            })
+        };
+        if lost_script(&answers) {
+            // The server lost the script (a restart, SCRIPT FLUSH): load it, once more.
+            answers = match scripts::EXTEND.prepare_invoke().load_async(&mut conn).await {
+                Ok(_) => pipe.query_async(&mut conn).await,
+                Err(e) => Err(e),
+            };
+        }
         match answers {
-            Ok(answers) => answers
-                .into_iter()
-                .map(|a| Ok(NodeExtend::from_script(a)))
+            Ok(answers) => batch
+                .iter()
+                .zip(answers)
+                .map(|(x, a)| {
+                    a.map(NodeExtend::from_script)
+                        .map_err(|e| from_redis(Some(x.key.as_str()), e))
+                })
                 .collect(),
             Err(e) => batch
                 .iter()

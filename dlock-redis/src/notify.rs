@@ -21,6 +21,9 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::keys::{KeyLayout, escape};
 
+/// How long the notice connection sits idle before a PING checks it.
+const PROBE_IDLE: Duration = Duration::from_secs(3);
+
 /// How long a key's subscription outlives its last waiter: a waiter's next attempt,
 /// or the next waiter of a busy key, finds it still there.
 const LINGER: Duration = Duration::from_secs(2);
@@ -328,7 +331,28 @@ pub(crate) struct Subscriptions {
 impl Subscriptions {
     /// Runs until the notifier is dropped (with its lock).
     pub(crate) async fn run(mut self, mut subscriber: ConnectionManager) {
-        while let Some(command) = self.queue.recv().await {
+        loop {
+            let command = tokio::select! {
+                command = self.queue.recv() => match command {
+                    Some(command) => command,
+                    None => return,
+                },
+                // Idle for a while: a PING. The connection reconnects by itself only
+                // a few times; after a longer outage it would stay down, and every
+                // notice with it (waiters falling back to their timers). A failed
+                // request makes it try again, and it resubscribes once back.
+                () = tokio::time::sleep(PROBE_IDLE) => {
+                    if self.notifier.strong_count() == 0 {
+                        return;
+                    }
+                    let pong: redis::RedisResult<Value> =
+                        redis::cmd("PING").query_async(&mut subscriber).await;
+                    if let Err(error) = pong {
+                        tracing::debug!(target: "dlock::backend", %error, "the release-notice connection is down; reconnecting");
+                    }
+                    continue;
+                }
+            };
             let Some(notifier) = self.notifier.upgrade() else {
                 return;
             };

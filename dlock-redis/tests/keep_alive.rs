@@ -170,3 +170,43 @@ async fn a_batched_extension_may_wait_for_its_batch_longer_than_the_operation_ti
         "the validity left fell to {least:?} of a {ttl:?} TTL extended every second"
     );
 }
+
+/// One key of a batch that fails on the server (overwritten with a hash) costs
+/// its own lease only: the batch answers each extension on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_key_in_a_batch_fails_its_own_lease_only() {
+    let server = start_redis(RedisOptions::default()).await;
+    let url = format!("redis://127.0.0.1:{}", server.port());
+    let lock = RedisLock::connect(&url).await.expect("connect");
+    let prefix = format!("dlock-ka-one-bad:{}", OwnerId::random());
+    // Acquired back to back: due together, so they ride the same batches.
+    let leases = hold_many(&lock, &prefix, 3).await;
+    let bad = format!("dlock:v1:lock:{{{prefix}:0}}");
+    let mut raw = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::pipe()
+        .cmd("DEL")
+        .arg(&bad)
+        .cmd("HSET")
+        .arg(&bad)
+        .arg("field")
+        .arg("value")
+        .query_async(&mut raw)
+        .await
+        .expect("overwrite");
+    tokio::time::sleep(TTL * 2).await;
+    assert!(
+        !leases[0].is_valid(),
+        "the overwritten key's lease lived on"
+    );
+    for lease in &leases[1..] {
+        assert!(
+            lease.is_valid(),
+            "a good lease was lost with the bad one: {:?}",
+            lease.lost_reason()
+        );
+    }
+}

@@ -117,3 +117,73 @@ async fn releases_are_announced_only_to_waiting_clients() {
     );
     drop((waiter, idle));
 }
+
+/// The connection that carries hand-over notices reconnects by itself only a few
+/// times; after an outage longer than that (here the server stopped for 1.5 s)
+/// it must still come back, or every handoff waits for the waiter's 1 s timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoffs_are_notified_again_after_a_long_outage() {
+    let port = dlock_testkit::free_port();
+    let server = start_redis(RedisOptions {
+        args: ["--save", "", "--appendonly", "no"]
+            .map(String::from)
+            .to_vec(),
+        host_port: Some(port),
+        ..RedisOptions::default()
+    })
+    .await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let (a, b) = (
+        RedisLock::connect(&url).await.expect("connect"),
+        RedisLock::connect(&url).await.expect("connect"),
+    );
+    server.stop(Duration::ZERO).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    server.start_again().await;
+    // Both clients' request connections are back once a request gets through.
+    for lock in [&a, &b] {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while lock
+            .try_acquire(
+                &format!("dlock-notify-probe:{}", OwnerId::random()),
+                Duration::from_secs(1),
+            )
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < give_up, "the server never answered again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Within one probe period, the notice connection is back as well.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let ttl = Duration::from_secs(30);
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let key = format!("dlock-notify-outage:{}", OwnerId::random());
+        let mut held = a.acquire(&key, Acquire::ttl(ttl)).await.expect("acquire");
+        let waiter = {
+            let (b, key) = (b.clone(), key.clone());
+            tokio::spawn(async move {
+                let lease = b
+                    .acquire(&key, Acquire::ttl(ttl).wait(Duration::from_secs(10)))
+                    .await
+                    .expect("the waiter was not granted");
+                (Instant::now(), lease)
+            })
+        };
+        // Queued, and asleep until its turn (its timer is 1 s while the key is held).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let released = Instant::now();
+        held.release().await.expect("release");
+        let (granted, _lease) = waiter.await.expect("task");
+        let handoff = granted.saturating_duration_since(released);
+        if handoff > Duration::from_millis(400) {
+            slow.push(handoff);
+        }
+    }
+    assert!(
+        slow.is_empty(),
+        "handoffs waited for the waiter's timer, not a notice: {slow:?}"
+    );
+}
