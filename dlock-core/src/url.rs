@@ -11,14 +11,19 @@ pub fn redact_url(url: &str) -> String {
         return url.to_owned();
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    // A password written with a raw '/', '?' or '#' puts its '@' past them: then
+    // hide everything up to that '@' rather than show the password.
+    let at = rest[..authority_end]
+        .rfind('@')
+        .or_else(|| rest.rfind('@').filter(|&at| rest[..at].contains(':')));
+    match at {
+        Some(at) => {
+            let (userinfo, host_and_tail) = (&rest[..at], &rest[at + 1..]);
             let shown = match userinfo.split_once(':') {
                 Some((user, _)) => format!("{user}:***"),
                 None => "***".to_owned(),
             };
-            format!("{scheme}://{shown}@{host}{tail}")
+            format!("{scheme}://{shown}@{host_and_tail}")
         }
         None => url.to_owned(),
     }
@@ -35,5 +40,10 @@ mod tests {
         assert_eq!(redact_url("rediss://token@h"), "rediss://***@h");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
         assert_eq!(redact_url("nonsense"), "nonsense");
+        // Raw '/', '?' or '#' in a password: hidden, never shown.
+        assert_eq!(redact_url("redis://u:pa/ss@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://u:pa?s#s@h"), "redis://u:***@h");
+        // An '@' in a path without credentials before it stays as it is.
+        assert_eq!(redact_url("etcd://h/pre@fix"), "etcd://h/pre@fix");
     }
 }

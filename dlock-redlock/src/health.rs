@@ -133,6 +133,10 @@ impl Node {
         fencing: bool,
         decided: &AtomicBool,
     ) -> Result<Vote, Error> {
+        // Decided before this vote was first polled (the others failed at once).
+        if decided.load(Ordering::Acquire) {
+            return Ok(Vote::Restarted);
+        }
         if restart_delay.is_zero() {
             let grant = if fencing {
                 self.redis.acquire(key, owner, ttl).await
