@@ -75,7 +75,7 @@ impl Session {
             refreshed: sent,
         };
         *self.live() = Some(live);
-        tokio::spawn(keep_alive(lock.downgrade(), lease, self.ttl));
+        tokio::spawn(keep_alive(lock.downgrade(), lease, self.ttl, sent));
         Ok(live)
     }
 
@@ -110,10 +110,11 @@ impl Session {
 /// a period: one that hangs (a frozen member) is dropped in time for a retry on the
 /// next member while the lease lives, even when the period is shorter than the
 /// operation timeout (a session of a few seconds).
-async fn keep_alive(client: Weak<Inner>, lease: i64, ttl: Duration) {
+async fn keep_alive(client: Weak<Inner>, lease: i64, ttl: Duration, granted: BootInstant) {
     let period = ttl / 3;
     let mut pause = period;
-    let mut last_sent = BootInstant::now();
+    // The lease's countdown started when its grant was sent.
+    let mut last_sent = granted;
     loop {
         tokio::time::sleep(
             last_sent
