@@ -136,7 +136,8 @@ pub enum LossReason {
     /// expired on the server before the extension arrived.
     Gone,
     /// Extensions kept failing to reach the backend until `valid_until` passed, or
-    /// a release's outcome is unknown (it may have landed, and the key gone on).
+    /// a release's outcome is unknown (it may have landed, and the key gone on):
+    /// the lease is no longer valid, though the work before the release was.
     Unreachable,
     /// [`shutdown`](crate::LockExt::shutdown) released it.
     ShutDown,

@@ -276,6 +276,8 @@ pub struct Lease {
     state: Arc<LeaseState>,
     keep_alive: Option<JoinHandle<()>>,
     released: bool,
+    /// A release was sent in time and its outcome is unknown (see `release`).
+    release_in_doubt: bool,
 }
 
 /// A cheap, cloneable view of a lease for the work done under it: its key, its
@@ -363,6 +365,7 @@ impl Lease {
             state,
             keep_alive,
             released: false,
+            release_in_doubt: false,
         }
     }
 
@@ -482,8 +485,10 @@ impl Lease {
     /// if released before. On any other error the lease stays unreleased: call
     /// again, or drop it to release in the background. It is no longer valid,
     /// though, if the error leaves the outcome unknown (a timeout, a lost answer):
-    /// the release may have landed and the key gone to the next holder, so it is
-    /// marked lost ([`LossReason::Unreachable`]) and `lost()` fires.
+    /// the release may have landed and the key gone to the next holder, so its
+    /// validity ends there (`lost()` fires, [`LossReason::Unreachable`]). That is
+    /// not a loss of the work done before, which ended in time: the next call
+    /// answers `Ok` once the backend answers, and nothing counts it as lost.
     pub async fn release(&mut self) -> Result<(), Error> {
         if self.released {
             return Err(Error::LeaseReleased {
@@ -510,14 +515,23 @@ impl Lease {
             Ok(held) => held,
             Err(error) => {
                 metrics::release(self.state.labels(), ReleaseOutcome::Error);
-                if error.is_retryable() {
-                    self.state.mark_lost(LossReason::Unreachable);
+                let now = BootInstant::now();
+                if error.is_retryable() && now < self.state.valid_until() {
+                    self.release_in_doubt = true;
+                    self.state.extend_failing.store(true, Ordering::Release);
+                    self.state.shortening(now, self.state.ttl());
                 }
                 return Err(error);
             }
         };
         let now = BootInstant::now();
         self.finish(now);
+        if self.release_in_doubt {
+            // The first release went out while the lease was valid; this one only
+            // confirms the key is no longer ours.
+            metrics::release(self.state.labels(), ReleaseOutcome::Released);
+            return Ok(());
+        }
         // Past valid_until the holder could not assume it held the lock, even if the
         // server (whose clock may run slower) still had it.
         if held && now < self.state.valid_until() && !self.state.is_marked_lost() {
@@ -586,8 +600,9 @@ impl Drop for Lease {
                 return;
             }
             metrics::release(self.state.labels(), ReleaseOutcome::Background);
-            // A lease that ran out unnoticed still counts as lost.
-            if self.state.is_lost() {
+            // A lease that ran out unnoticed still counts as lost (not one whose
+            // validity ended with a release in doubt: its work ended in time).
+            if self.state.is_lost() && !self.release_in_doubt {
                 self.state.mark_expired();
             }
             Arc::clone(&self.lock).release_in_background(self.state.key.clone(), self.state.owner);

@@ -13,9 +13,17 @@ pub fn redact_url(url: &str) -> String {
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     // A password written with a raw '/', '?' or '#' puts its '@' past them: then
     // hide everything up to that '@' rather than show the password.
+    // Not when what follows the first ':' is a port (digits): then the '@' is in
+    // the path (an etcd prefix, say).
+    let password_with_separator = |at: usize| {
+        rest[..at].split_once(':').is_some_and(|(_, after)| {
+            let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+            !after[..end].bytes().all(|b| b.is_ascii_digit())
+        })
+    };
     let at = rest[..authority_end]
         .rfind('@')
-        .or_else(|| rest.rfind('@').filter(|&at| rest[..at].contains(':')));
+        .or_else(|| rest.rfind('@').filter(|&at| password_with_separator(at)));
     match at {
         Some(at) => {
             let (userinfo, host_and_tail) = (&rest[..at], &rest[at + 1..]);
@@ -45,5 +53,6 @@ mod tests {
         assert_eq!(redact_url("redis://u:pa?s#s@h"), "redis://u:***@h");
         // An '@' in a path without credentials before it stays as it is.
         assert_eq!(redact_url("etcd://h/pre@fix"), "etcd://h/pre@fix");
+        assert_eq!(redact_url("etcd://h:2379/team@x/"), "etcd://h:2379/team@x/");
     }
 }

@@ -1070,14 +1070,11 @@ impl Lock for EtcdLock {
             let deadline = tokio::time::Instant::now() + give_up;
             let mut pause = Duration::from_millis(50);
             while tokio::time::Instant::now() < deadline {
+                // Every error is retried: a transient one can come back as a
+                // non-retryable code (a reset connection reads as "unknown"), and
+                // in session mode a key left here stays for the client's life.
                 match self.release(&key, &owner).await {
                     Ok(_) => return,
-                    Err(error) if !error.is_retryable() => {
-                        // Trying again cannot help (a refused permission): the key
-                        // goes with its lease.
-                        tracing::warn!(target: "dlock::lease", %key, %error, "background release failed for good; the key goes when its lease ends");
-                        return;
-                    }
                     Err(error) => {
                         tracing::debug!(target: "dlock::lease", %key, %error, "background release failed; retrying")
                     }
