@@ -149,7 +149,16 @@ async fn the_log_tells_the_story_once_per_event() {
         .await
         .expect("the loss was not noticed");
     assert_eq!(lease.lost_reason(), Some(LossReason::Gone));
-    let lost = capture.matching(Level::WARN, "dlock::lease", "lease lost");
+    // The loss is published (and lost() may resolve) a moment before the task that
+    // found it writes the line: give it that moment.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(1);
+    let lost = loop {
+        let lost = capture.matching(Level::WARN, "dlock::lease", "lease lost");
+        if !lost.is_empty() || tokio::time::Instant::now() >= give_up {
+            break lost;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(lost.len(), 1, "{lost:#?}");
     for field in [key, fence.as_str(), "backend=\"redis\"", "reason=\"gone\""] {
         assert!(lost[0].text.contains(field), "no {field} in {:?}", lost[0]);

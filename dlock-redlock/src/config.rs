@@ -131,6 +131,21 @@ impl RedlockConfig {
         self.per_node_timeout
             .unwrap_or_else(|| (ttl / 100).max(MIN_PER_NODE_TIMEOUT))
     }
+
+    /// The shortest TTL accepted: 100 ms, or more with a per-node timeout set, so
+    /// that a lease keeps some validity after the drift (1 % + 2 ms) and one node's
+    /// timeout. Refused before any request, as every TTL out of range is.
+    pub fn min_ttl(&self) -> Duration {
+        let floor = Duration::from_millis(100);
+        match self.per_node_timeout {
+            // In whole milliseconds, the TTL's granularity.
+            Some(per_node) => floor.max(Duration::from_millis(
+                ((per_node + Duration::from_millis(2)).as_secs_f64() * 1e3 / 0.99).ceil() as u64
+                    + 1,
+            )),
+            None => floor,
+        }
+    }
 }
 
 impl RedlockConfigBuilder {

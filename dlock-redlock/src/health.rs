@@ -69,6 +69,9 @@ pub(crate) enum Vote {
     /// The node restarted lately: whatever it answered does not count (a key it
     /// granted is cleaned up with the rest).
     Restarted,
+    /// Not asked (or not asked again): the attempt was decided already. Says
+    /// nothing about the node's health.
+    Skipped,
 }
 
 impl Node {
@@ -135,7 +138,7 @@ impl Node {
     ) -> Result<Vote, Error> {
         // Decided before this vote was first polled (the others failed at once).
         if decided.load(Ordering::Acquire) {
-            return Ok(Vote::Restarted);
+            return Ok(Vote::Skipped);
         }
         if restart_delay.is_zero() {
             let grant = if fencing {
@@ -172,8 +175,11 @@ impl Node {
             // A connection opened since the last check: check it, then ask again.
             self.check(restart_delay).await?;
             checked_once = true;
-            if self.identity().restarted_lately() || decided.load(Ordering::Acquire) {
+            if self.identity().restarted_lately() {
                 return Ok(Vote::Restarted);
+            }
+            if decided.load(Ordering::Acquire) {
+                return Ok(Vote::Skipped);
             }
         }
     }

@@ -163,7 +163,7 @@ impl Lock for RedlockLock {
             fencing: self.inner.config.fencing,
             fifo: false,
             wake_on_release: true,
-            min_ttl: Duration::from_millis(100),
+            min_ttl: self.inner.config.min_ttl(),
             max_ttl: self.inner.config.max_ttl,
             ttl_granularity: Duration::from_millis(1),
             expiry_slack_fixed: Duration::ZERO,
@@ -248,6 +248,9 @@ impl Lock for RedlockLock {
                 let vote = node.vote(&key, &owner, ttl, delay, fencing, &decided);
                 let answer = bounded("acquire", limit, vote).await;
                 match &answer {
+                    // Dropped unsettled: neither a success nor a failure (a
+                    // half-open breaker's trial is not spent on it).
+                    Ok(Vote::Skipped) => drop(permit),
                     Ok(_) => permit.success(),
                     Err(_) => permit.failure(),
                 }
@@ -285,6 +288,8 @@ impl Lock for RedlockLock {
                         (a, b) => a.or(b),
                     };
                 }
+                // Only after the decision, which ends this loop.
+                Ok(Vote::Skipped) => {}
                 Ok(Vote::Restarted) => {
                     failures.push((nodes[i].address.clone(), restarted_lately()))
                 }
@@ -303,6 +308,7 @@ impl Lock for RedlockLock {
 
         // Round 2: the token.
         let mut fence = FenceToken(0);
+        let mut raise_failed = None;
         if won && config.fencing {
             let highest = granted
                 .iter()
@@ -311,9 +317,16 @@ impl Lock for RedlockLock {
                 .unwrap_or_default();
             let token = FenceToken(highest.saturating_add(1));
             won = token.get() < MAX_TOKEN
-                && self
+                && match self
                     .raise(req, &granted, token, per_node.min(left()), quorum)
-                    .await;
+                    .await
+                {
+                    Ok(raised) => raised,
+                    Err(error) => {
+                        raise_failed = Some(error);
+                        false
+                    }
+                };
             fence = token;
         }
         if won && BootInstant::now() < valid_end {
@@ -328,6 +341,9 @@ impl Lock for RedlockLock {
                 needed: quorum,
                 failures,
             });
+        }
+        if let Some(error) = raise_failed {
+            return Err(error);
         }
         if timed_out && refused == 0 {
             // Nobody said the key is held: "busy" would be a guess. Retryable, so
@@ -582,30 +598,40 @@ impl RedlockLock {
         token: FenceToken,
         limit: Duration,
         quorum: usize,
-    ) -> bool {
+    ) -> Result<bool, Error> {
         let mut raises: FuturesUnordered<_> = granted
             .iter()
             .map(|&(i, _)| {
                 let node = &self.inner.nodes[i];
                 async move {
-                    let raised = bounded(
+                    bounded(
                         "raise_fence",
                         limit,
                         node.redis.raise_fence(req.key, req.owner, token, req.ttl),
                     )
-                    .await;
-                    matches!(raised, Ok(true))
+                    .await
                 }
             })
             .collect();
-        let mut raised = 0;
-        while let Some(ok) = raises.next().await {
-            raised += usize::from(ok);
-            if raised >= quorum {
-                return true;
+        let (mut raised, mut refused, mut errors) = (0, 0, Vec::new());
+        while let Some(answer) = raises.next().await {
+            match answer {
+                Ok(true) => {
+                    raised += 1;
+                    if raised >= quorum {
+                        return Ok(true);
+                    }
+                }
+                // Another acquisition got there (a higher counter, a new holder).
+                Ok(false) => refused += 1,
+                Err(e) => errors.push(e),
             }
         }
-        false
+        // Only failures, no node said no: not "busy", but the nodes' error.
+        match errors.into_iter().next() {
+            Some(error) if refused == 0 => Err(error),
+            _ => Ok(false),
+        }
     }
 }
 

@@ -97,3 +97,32 @@ async fn the_url_shares_its_credentials_and_hides_them() {
     let url = format!("redlock://:wrong-pw@{}", hosts.join(","));
     refused_without_showing(RedlockLock::connect(&url).await, "wrong-pw");
 }
+
+/// A TTL that leaves no validity after the drift and one node's timeout is refused
+/// as too short, before any request, like any TTL out of range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_without_room_for_the_per_node_timeout_is_refused_before_any_request() {
+    let urls = dlock_testkit::shared_redis_nodes(3).await;
+    let mut builder = RedlockConfig::builder().per_node_timeout(Duration::from_secs(1));
+    for url in &urls {
+        builder = builder.node_url(url.as_str());
+    }
+    let locks = RedlockLock::connect_with(builder.build().expect("config"))
+        .await
+        .expect("connect");
+    let min = dlock_core::Lock::capabilities(&locks).min_ttl;
+    assert!(min > Duration::from_secs(1), "min_ttl {min:?}");
+    let key = format!("dlock-redlock-ttl:{}", OwnerId::random());
+    match locks.try_acquire(&key, Duration::from_millis(900)).await {
+        Err(Error::InvalidInput(dlock_core::InvalidInput::TtlTooShort { min: said, .. })) => {
+            assert_eq!(said, min);
+        }
+        other => panic!("expected the TTL refused as too short, got {other:?}"),
+    }
+    // Just above the minimum, it works.
+    let mut lease = locks
+        .acquire(&key, Acquire::ttl(min + Duration::from_millis(500)))
+        .await
+        .expect("acquire");
+    lease.release().await.expect("release");
+}
