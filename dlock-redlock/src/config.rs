@@ -138,11 +138,12 @@ impl RedlockConfig {
     pub fn min_ttl(&self) -> Duration {
         let floor = Duration::from_millis(100);
         match self.per_node_timeout {
-            // In whole milliseconds, the TTL's granularity.
-            Some(per_node) => floor.max(Duration::from_millis(
-                ((per_node + Duration::from_millis(2)).as_secs_f64() * 1e3 / 0.99).ceil() as u64
-                    + 1,
-            )),
+            // In whole milliseconds, the TTL's granularity; `build` keeps per_node
+            // below max_ttl, and saturating arithmetic keeps any value from panicking.
+            Some(per_node) => {
+                let ms = (per_node.as_secs_f64() * 1e3 + 2.0) / 0.99;
+                floor.max(Duration::from_millis((ms.ceil() as u64).saturating_add(1)))
+            }
             None => floor,
         }
     }
@@ -240,6 +241,16 @@ impl RedlockConfigBuilder {
         if self.per_node_timeout.is_some_and(|t| t.is_zero()) {
             return Err(option("per_node_timeout", "must be above zero".into()));
         }
+        // Every TTL must leave validity after one node's timeout, and no TTL is
+        // above max_ttl: a per-node timeout that reaches it leaves no TTL usable.
+        if let Some(per_node) = self.per_node_timeout
+            && per_node.saturating_mul(100) >= max_ttl.saturating_mul(99)
+        {
+            return Err(option(
+                "per_node_timeout",
+                format!("{per_node:?} leaves no TTL up to max_ttl ({max_ttl:?}) any validity"),
+            ));
+        }
         Ok(RedlockConfig {
             nodes,
             per_node_timeout: self.per_node_timeout,
@@ -268,5 +279,44 @@ impl fmt::Display for RedlockConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nodes: Vec<String> = self.nodes.iter().map(|n| n.server_address()).collect();
         write!(f, "redlock over {}", nodes.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> RedlockConfigBuilder {
+        RedlockConfig::builder()
+            .node_url("redis://a:1")
+            .node_url("redis://b:1")
+            .node_url("redis://c:1")
+    }
+
+    #[test]
+    fn a_per_node_timeout_that_leaves_no_ttl_is_refused_and_none_panics() {
+        for per_node in [Duration::MAX, Duration::from_secs(60), DEFAULT_MAX_TTL] {
+            match three().per_node_timeout(per_node).build() {
+                Err(Error::InvalidInput(InvalidInput::Option {
+                    name: "per_node_timeout",
+                    ..
+                })) => {}
+                other => panic!("{per_node:?}: expected a typed error, got {other:?}"),
+            }
+        }
+        let config = three()
+            .per_node_timeout(Duration::from_secs(1))
+            .build()
+            .expect("config");
+        let min = config.min_ttl();
+        assert!(
+            min > Duration::from_secs(1) && min < config.max_ttl,
+            "{min:?}"
+        );
+        // The floor when no per-node timeout is set.
+        assert_eq!(
+            three().build().expect("config").min_ttl(),
+            Duration::from_millis(100)
+        );
     }
 }

@@ -627,9 +627,14 @@ impl RedlockLock {
                 Err(e) => errors.push(e),
             }
         }
-        // Only failures, no node said no: not "busy", but the nodes' error.
+        // Only failures, no node said no: not "busy", but the nodes' error, and one
+        // worth retrying (one node's definite error in this round says nothing the
+        // next attempt's first round would not weigh against the others).
         match errors.into_iter().next() {
-            Some(error) if refused == 0 => Err(error),
+            Some(error) if refused == 0 && error.is_retryable() => Err(error),
+            Some(error) if refused == 0 => Err(Error::unavailable(format!(
+                "the token round failed on a node: {error}"
+            ))),
             _ => Ok(false),
         }
     }
