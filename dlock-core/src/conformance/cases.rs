@@ -231,7 +231,9 @@ pub async fn abandoned_lease_expires_after_ttl(h: &dyn Harness) -> Checked {
     let early = b.try_acquire(&key, ttl).await.expect("backend failed");
     assert!(early.is_none(), "the key was free right after acquisition");
     let started = Instant::now();
-    let limit = ttl + caps.expiry_slack_fixed + Duration::from_secs(2);
+    // A margin that holds on a loaded 2-core machine: an etcd server busy with
+    // other tests' clusters was seen freeing an expired lease's key 4 s late.
+    let limit = ttl + caps.expiry_slack_fixed + Duration::from_secs(5);
     let next = b
         .acquire(&key, Acquire::ttl(ttl).wait(limit))
         .await
