@@ -14,26 +14,35 @@ struct Floor {
     release: Script,
 }
 
+/// The floor's compare-and-delete.
+const RELEASE_IF_OWNER: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+/// One raw pair over `conn`: `SET key owner NX PX`, then `release`; whether the
+/// SET took the key.
+async fn raw_pair(conn: &mut impl redis::aio::ConnectionLike, release: &Script, key: &str) -> bool {
+    let set: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg("owner")
+        .arg("NX")
+        .arg("PX")
+        .arg(30_000)
+        .query_async(conn)
+        .await
+        .expect("SET NX PX");
+    let _: i64 = release
+        .key(key)
+        .arg("owner")
+        .invoke_async(conn)
+        .await
+        .expect("EVALSHA");
+    set.is_some()
+}
+
 impl Floor {
     async fn pair(&self, key: &str) {
-        let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg("owner")
-            .arg("NX")
-            .arg("PX")
-            .arg(30_000)
-            .query_async(&mut conn)
-            .await
-            .expect("SET NX PX");
-        assert!(set.is_some(), "floor key {key} was held");
-        let _: i64 = self
-            .release
-            .key(key)
-            .arg("owner")
-            .invoke_async(&mut conn)
-            .await
-            .expect("EVALSHA");
+        let took = raw_pair(&mut self.conn.clone(), &self.release, key).await;
+        assert!(took, "floor key {key} was held");
     }
 
     /// One round trip: the unit of the handoff target.
@@ -65,9 +74,7 @@ pub(crate) async fn report(config: &Config, url: Option<String>) {
             .get_multiplexed_async_connection()
             .await
             .expect("connect"),
-        release: Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        ),
+        release: Script::new(RELEASE_IF_OWNER),
     });
     let n = config.iterations / 20;
     out!("dlock bench harness — backend: redis ({url}), 2 worker threads\n");
@@ -445,9 +452,7 @@ pub(crate) async fn cpu_probe(url: &str, window: Duration) {
         .find_map(|l| l.strip_prefix("process_id:"))
         .and_then(|p| p.trim().parse().ok())
         .expect("process_id");
-    let release = Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-    );
+    let release = Script::new(RELEASE_IF_OWNER);
     let managed = redis::aio::ConnectionManager::new_with_config(
         client.clone(),
         redis::aio::ConnectionManagerConfig::new()
@@ -460,37 +465,12 @@ pub(crate) async fn cpu_probe(url: &str, window: Duration) {
         .await
         .expect("connect");
     out!("CPU per acquire+release, 64 tasks on distinct keys ({window:?} each):");
-    macro_rules! probe {
-        ($name:expr, $conn:expr) => {{
-            let conn = $conn;
-            let release = release.clone();
-            let ran = cpu_of(pid, window, move |task| {
-                let (mut conn, release) = (conn.clone(), release.clone());
-                async move {
-                    let key = format!("bench:cpu:{task}");
-                    let _: Option<String> = redis::cmd("SET")
-                        .arg(&key)
-                        .arg("owner")
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(30_000)
-                        .query_async(&mut conn)
-                        .await
-                        .expect("SET");
-                    let _: i64 = release
-                        .key(&key)
-                        .arg("owner")
-                        .invoke_async(&mut conn)
-                        .await
-                        .expect("EVALSHA");
-                }
-            })
-            .await;
-            ran.print($name);
-        }};
-    }
-    probe!("raw pair, plain connection", plain.clone());
-    probe!("raw pair, connection manager", managed.clone());
+    raw_pairs_cpu(pid, window, plain.clone(), &release)
+        .await
+        .print("raw pair, plain connection");
+    raw_pairs_cpu(pid, window, managed, &release)
+        .await
+        .print("raw pair, connection manager");
     let ran = cpu_of(pid, window, move |task| {
         let node = node.clone();
         async move { scripts_pair(&node, &format!("bench:cpu-scripts:{task}")).await }
@@ -503,6 +483,21 @@ pub(crate) async fn cpu_probe(url: &str, window: Duration) {
     })
     .await;
     ran.print("the lock");
+}
+
+/// [`cpu_of`] the raw pair over `conn` (shared by the 64 tasks, as the floor's is).
+async fn raw_pairs_cpu<C>(pid: u32, window: Duration, conn: C, release: &Script) -> CpuRun
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let release = release.clone();
+    cpu_of(pid, window, move |task| {
+        let (mut conn, release) = (conn.clone(), release.clone());
+        async move {
+            raw_pair(&mut conn, &release, &format!("bench:cpu:{task}")).await;
+        }
+    })
+    .await
 }
 
 struct CpuRun {
