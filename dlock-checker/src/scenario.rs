@@ -453,14 +453,7 @@ async fn set_up(plan: &Plan) -> Setup {
         Backend::Redlock | Backend::RedlockUndelayed => {
             let starts = (0..3).map(|_| async {
                 let port = free_port();
-                let server = start_redis(RedisOptions {
-                    args: ["--save", "", "--appendonly", "no"]
-                        .map(String::from)
-                        .to_vec(),
-                    host_port: Some(port),
-                    ..RedisOptions::default()
-                })
-                .await;
+                let server = start_redis(RedisOptions::volatile_on(port)).await;
                 (server, format!("127.0.0.1:{port}"))
             });
             let (nodes, hosts): (Vec<Server>, Vec<String>) =

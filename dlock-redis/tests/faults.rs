@@ -24,14 +24,7 @@ fn key(name: &str) -> String {
 /// A dedicated Redis without persistence, on a fixed port so a restart keeps it.
 async fn volatile_redis() -> (dlock_testkit::Server, String) {
     let port = free_port();
-    let server = start_redis(RedisOptions {
-        args: ["--save", "", "--appendonly", "no"]
-            .map(String::from)
-            .to_vec(),
-        host_port: Some(port),
-        ..RedisOptions::default()
-    })
-    .await;
+    let server = start_redis(RedisOptions::volatile_on(port)).await;
     (server, format!("redis://127.0.0.1:{port}"))
 }
 

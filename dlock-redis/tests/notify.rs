@@ -124,14 +124,7 @@ async fn releases_are_announced_only_to_waiting_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handoffs_are_notified_again_after_a_long_outage() {
     let port = dlock_testkit::free_port();
-    let server = start_redis(RedisOptions {
-        args: ["--save", "", "--appendonly", "no"]
-            .map(String::from)
-            .to_vec(),
-        host_port: Some(port),
-        ..RedisOptions::default()
-    })
-    .await;
+    let server = start_redis(RedisOptions::volatile_on(port)).await;
     let url = format!("redis://127.0.0.1:{port}");
     let (a, b) = (
         RedisLock::connect(&url).await.expect("connect"),

@@ -23,12 +23,8 @@ async fn nodes_in(n: usize, host_network: bool) -> (Vec<Server>, Vec<String>) {
     let starts = (0..n).map(|_| async move {
         let port = free_port();
         let server = start_redis(RedisOptions {
-            args: ["--save", "", "--appendonly", "no"]
-                .map(String::from)
-                .to_vec(),
-            host_port: Some(port),
             host_network,
-            ..RedisOptions::default()
+            ..RedisOptions::volatile_on(port)
         })
         .await;
         (server, format!("redis://127.0.0.1:{port}"))

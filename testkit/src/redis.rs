@@ -95,6 +95,20 @@ pub struct RedisOptions {
     pub host_network: bool,
 }
 
+impl RedisOptions {
+    /// A server that keeps nothing on disk (no snapshots, no AOF), published on
+    /// `host_port` so a restart keeps its address: one a fault test restarts empty.
+    pub fn volatile_on(host_port: u16) -> RedisOptions {
+        RedisOptions {
+            args: ["--save", "", "--appendonly", "no"]
+                .map(String::from)
+                .to_vec(),
+            host_port: Some(host_port),
+            ..RedisOptions::default()
+        }
+    }
+}
+
 /// A Redis for one test (one a fault test may pause or restart); removed when dropped.
 pub async fn start_redis(options: RedisOptions) -> Server {
     if options.host_network {
