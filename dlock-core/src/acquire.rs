@@ -433,8 +433,14 @@ fn grant(
     Grant {
         owner,
         fence,
-        valid_from: valid_from.map_or(sent, |from| from.min(sent)),
+        valid_from: grant_valid_from(valid_from, sent),
     }
+}
+
+/// Where a grant's validity counts from: the backend's `valid_from`, never later
+/// than the send.
+fn grant_valid_from(valid_from: Option<BootInstant>, sent: BootInstant) -> BootInstant {
+    valid_from.map_or(sent, |from| from.min(sent))
 }
 
 /// Grants in a row that may come back after their validity ended before the
@@ -450,7 +456,7 @@ async fn keep_trying(
     started: BootInstant,
 ) -> Result<Option<Grant>, Error> {
     let backend = caps.name;
-    let (ttl, drift) = (opts.ttl_value(), caps.drift(opts.ttl_value()));
+    let ttl = opts.ttl_value();
     let deadline = match opts.wait_value() {
         Wait::For(limit) => Some(started.saturating_add(limit)),
         Wait::No | Wait::Forever => None,
@@ -477,8 +483,10 @@ async fn keep_trying(
         // Every grant late, though: the TTL is shorter than the round trip, and
         // asking again cannot help.
         if let Ok(Attempt::Acquired { valid_from, .. }) = &attempt {
-            let from = valid_from.map_or(sent, |from| from.min(sent));
-            if from.saturating_add(ttl).saturating_sub(drift).has_passed() {
+            if caps
+                .valid_until(grant_valid_from(*valid_from, sent), ttl)
+                .has_passed()
+            {
                 late_grants += 1;
                 tracing::debug!(backend, key = %acquisition.key, late_grants, "granted after its validity ended; asking again");
                 if late_grants >= LATE_GRANTS_TOLERATED {

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::BootInstant;
+
 /// Who expires when a holder disappears.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ExpiryScope {
@@ -66,6 +68,12 @@ impl Capabilities {
         } else {
             self.expiry_slack_fixed
         }
+    }
+
+    /// Until when a lease of `ttl` whose TTL started on the server no earlier than
+    /// `from` is valid: `from + ttl`, less the [`drift`](Self::drift).
+    pub fn valid_until(&self, from: BootInstant, ttl: Duration) -> BootInstant {
+        from.saturating_add(ttl).saturating_sub(self.drift(ttl))
     }
 
     /// The drift subtracted from a lease of `ttl` when computing `valid_until`.

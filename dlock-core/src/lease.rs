@@ -311,7 +311,6 @@ impl Lease {
             valid_from,
         } = grant;
         let ttl = opts.ttl_value();
-        let drift = caps.drift(ttl);
         let tracker = lock.tracker();
         let track_id = tracker.map_or(0, crate::Tracker::next_id);
         let state = Arc::new(LeaseState {
@@ -321,12 +320,7 @@ impl Lease {
             owner,
             fence,
             acquired_at: valid_from,
-            valid_until: AtomicU64::new(
-                valid_from
-                    .saturating_add(ttl)
-                    .saturating_sub(drift)
-                    .as_nanos(),
-            ),
+            valid_until: AtomicU64::new(caps.valid_until(valid_from, ttl).as_nanos()),
             ttl_nanos: AtomicU64::new(clock::nanos(ttl)),
             newest_extension: AtomicU64::new(valid_from.as_nanos()),
             extending: AtomicBool::new(false),
@@ -454,9 +448,8 @@ impl Lease {
             return Err(self.state.lost_error());
         }
         let sent = BootInstant::now();
-        let drift = self.lock.capabilities().drift(ttl);
-        self.state
-            .shortening(sent.saturating_add(ttl).saturating_sub(drift), ttl);
+        let valid_until = self.lock.capabilities().valid_until(sent, ttl);
+        self.state.shortening(valid_until, ttl);
         let budget = self.budget(sent);
         let outcome = bounded(
             "extend",
@@ -467,8 +460,7 @@ impl Lease {
         crate::tracker::observe(self.lock.as_ref(), &outcome);
         match outcome {
             Ok(()) => {
-                self.state
-                    .extended(sent, sent.saturating_add(ttl).saturating_sub(drift), ttl);
+                self.state.extended(sent, valid_until, ttl);
                 self.state.extend_failing.store(false, Ordering::Release);
                 Ok(())
             }
@@ -799,9 +791,7 @@ async fn keep_alive_task(ka: KeepAlive) {
         crate::tracker::observe(ka.lock.as_ref(), &outcome);
         match outcome {
             Ok(sent) => {
-                let valid_until = sent
-                    .saturating_add(ttl)
-                    .saturating_sub(ka.drift_of.drift(ttl));
+                let valid_until = ka.drift_of.valid_until(sent, ttl);
                 ka.state.extended(sent, valid_until, ttl);
                 ka.state.extend_failing.store(false, Ordering::Release);
                 retry = None;

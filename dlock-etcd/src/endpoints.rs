@@ -151,20 +151,16 @@ impl Endpoints {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let (at, client) = self.client(Kind::Bounded).await?;
-        let Ok(result) = tokio::time::timeout(limit, request(client)).await else {
-            self.failed(at);
-            return Err(Error::OperationTimeout {
-                operation,
-                after: limit,
-            });
-        };
-        if let Err(e) = &result
-            && e.is_retryable()
-        {
-            self.failed(at);
-        }
-        result
+        // A timeout is retryable, so `call_with` moves off the endpoint for it.
+        self.call_with(Kind::Bounded, |client| async move {
+            tokio::time::timeout(limit, request(client))
+                .await
+                .unwrap_or(Err(Error::OperationTimeout {
+                    operation,
+                    after: limit,
+                }))
+        })
+        .await
     }
 
     /// Moves off endpoint `at`, unless another request already did.

@@ -190,8 +190,9 @@ impl Lock for RedlockLock {
                 ),
             }));
         }
-        let drift = self.capabilities().drift(req.ttl);
-        let valid_end = req.sent.saturating_add(req.ttl).saturating_sub(drift);
+        let caps = self.capabilities();
+        let drift = caps.drift(req.ttl);
+        let valid_end = caps.valid_until(req.sent, req.ttl);
         if valid_end <= req.sent.saturating_add(per_node) {
             return Err(Error::InvalidInput(InvalidInput::Option {
                 name: "ttl",
