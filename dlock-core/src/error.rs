@@ -110,9 +110,11 @@ pub enum Error {
         operation: &'static str,
     },
 
-    /// So many nodes of a quorum backend (Redlock) are down, unreachable, or behind
-    /// an open circuit breaker that no quorum is possible: a definite answer, not
-    /// retried within the caller's wait. Carries each failed node's error.
+    /// So many nodes of a quorum backend (Redlock) are down, refusing, or behind an
+    /// open circuit breaker that no quorum is possible: a definite answer, not
+    /// retried within the caller's wait. Carries each failed node's error. Nodes
+    /// that were only slow (timed out) are a retryable [`Error::Unavailable`]
+    /// instead.
     #[error("no quorum possible: {} of the nodes failed ({})", .failures.len(), NodeFailures(.failures))]
     QuorumUnavailable {
         /// How many nodes a quorum needs.

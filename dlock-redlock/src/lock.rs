@@ -338,10 +338,7 @@ impl Lock for RedlockLock {
         }
         self.clean_up(req.key, req.owner, per_node, &not_ours).await;
         if failures.len() > n - quorum {
-            return Err(Error::QuorumUnavailable {
-                needed: quorum,
-                failures,
-            });
+            return Err(no_quorum(quorum, n, failures));
         }
         if let Some(error) = raise_failed {
             return Err(error);
@@ -698,6 +695,33 @@ fn numbered(stored: &[u8]) -> Option<(u64, &[u8])> {
     let colon = stored.iter().position(|&b| b == b':')?;
     let number = std::str::from_utf8(&stored[..colon]).ok()?.parse().ok()?;
     Some((number, &stored[colon + 1..]))
+}
+
+/// No majority was possible this round. Definite (`QuorumUnavailable`) only if the
+/// nodes known to be out (down, refusing, breaker open, restarted lately) leave no
+/// majority; nodes that were merely slow (their per-node time ran out) may answer the
+/// next attempt, so then the error is retryable and a waiting acquisition goes on,
+/// as it does through any transient outage. A node that stays slow soon opens its
+/// breaker, and then counts as out.
+fn no_quorum(quorum: usize, n: usize, failures: Vec<(String, Error)>) -> Error {
+    let slow = failures
+        .iter()
+        .filter(|(_, e)| matches!(e, Error::OperationTimeout { .. }))
+        .count();
+    if failures.len() - slow > n - quorum {
+        return Error::QuorumUnavailable {
+            needed: quorum,
+            failures,
+        };
+    }
+    Error::unavailable(format!(
+        "no majority of {n} nodes: {}",
+        failures
+            .iter()
+            .map(|(node, e)| format!("{node}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ))
 }
 
 /// Why a node that restarted lately has no say.

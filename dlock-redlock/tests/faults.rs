@@ -242,6 +242,45 @@ async fn two_of_three_stopped_is_quorum_unavailable_at_once() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_slow_is_waited_through_not_quorum_unavailable() {
+    // Frozen nodes time out rather than refuse: slow, not known down. A waiting
+    // acquisition retries through it, as through any transient outage, and is
+    // granted once they answer again (before: QuorumUnavailable at the first try).
+    let (servers, urls) = nodes(3).await;
+    let locks = connect(&urls, |b| b.per_node_timeout(Duration::from_millis(100))).await;
+    servers[1].pause().await;
+    servers[2].pause().await;
+    let k = key("slow");
+    let waiting = {
+        let (locks, k) = (locks.clone(), k.clone());
+        tokio::spawn(async move {
+            locks
+                .acquire(
+                    &k,
+                    Acquire::ttl(Duration::from_secs(5)).wait(Duration::from_secs(20)),
+                )
+                .await
+        })
+    };
+    // Long enough for several attempts, short enough for no breaker to open: a
+    // breaker needs 4 failed calls in its window.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the wait ended early: {:?}",
+        waiting.await
+    );
+    servers[1].unpause().await;
+    servers[2].unpause().await;
+    let granted = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("still waiting after the nodes answered again")
+        .expect("task");
+    let mut lease = granted.expect("granted once the nodes answer");
+    lease.release().await.expect("release");
+}
+
 /// What B does between the restart and its attempts.
 #[derive(Clone, Copy, PartialEq)]
 enum FirstContact {
