@@ -107,8 +107,9 @@ impl Node {
             .try_acquire_permit()
             .map_err(|_| Unfit::BreakerOpen)?;
         if !restart_delay.is_zero() && self.identity().restarted_lately() {
-            // The node answers; it is just not trusted yet.
-            permit.success();
+            // Not asked: dropped unsettled, so it tells the breaker nothing (a
+            // success here would close a half-open breaker without a trial).
+            drop(permit);
             return Err(Unfit::Restarted);
         }
         Ok(permit)

@@ -120,30 +120,44 @@ impl RedlockLock {
     }
 
     /// Releases `owner`'s keys on every node after a failed attempt, whatever the
-    /// breakers say: its requests may have landed anywhere. Awaited (within one
-    /// node's timeout) before the attempt returns, so a retry by the same owner
-    /// cannot be overtaken by this clean-up and lose its new grant; only nodes
-    /// behind an open breaker (which get no new requests) are left to finish in the
-    /// background.
+    /// breakers say: its requests may have landed anywhere. Each release gets one
+    /// node's timeout (`per_node`); the attempt waits for them up to `wait` (what
+    /// is left of its operation time), so a retry by the same owner is sent after
+    /// them, and cannot be overtaken by this clean-up and lose its new grant. What
+    /// is still out then, and nodes behind an open breaker (which get no new
+    /// requests), finish in the background: their releases were sent already, and
+    /// a node runs one connection's commands in order.
     /// Nodes marked in `not_ours` answered that another owner holds the key (or
     /// were not asked): nothing of ours is there to release.
-    async fn clean_up(&self, key: &LockKey, owner: &OwnerId, limit: Duration, not_ours: &[bool]) {
+    async fn clean_up(
+        &self,
+        key: &LockKey,
+        owner: &OwnerId,
+        per_node: Duration,
+        wait: Duration,
+        not_ours: &[bool],
+    ) {
         let background = self.inner.config.operation_timeout;
-        let mut waits = Vec::new();
+        let mut waits = FuturesUnordered::new();
         for (node, &skip) in self.inner.nodes.iter().zip(not_ours) {
             if skip {
                 continue;
             }
+            let (redis, key, owner) = (node.redis.clone(), key.clone(), *owner);
             if node.breaker_open() {
-                let (redis, key, owner) = (node.redis.clone(), key.clone(), *owner);
                 tokio::spawn(async move {
                     let _ = bounded("release", background, redis.release(&key, &owner)).await;
                 });
             } else {
-                waits.push(bounded("release", limit, node.redis.release(key, owner)));
+                waits.push(async move {
+                    let _ = bounded("release", per_node, redis.release(&key, &owner)).await;
+                });
             }
         }
-        futures::future::join_all(waits).await;
+        let all = async { while waits.next().await.is_some() {} };
+        if tokio::time::timeout(wait, all).await.is_err() {
+            tokio::spawn(async move { while waits.next().await.is_some() {} });
+        }
     }
 }
 
@@ -203,10 +217,10 @@ impl Lock for RedlockLock {
             }));
         }
         // Both rounds must also end within the machinery's operation timeout.
-        let deadline = valid_end.min(
-            req.sent
-                .saturating_add(config.operation_timeout.mul_f64(0.9)),
-        );
+        let op_deadline = req
+            .sent
+            .saturating_add(config.operation_timeout.mul_f64(0.9));
+        let deadline = valid_end.min(op_deadline);
         let left = || deadline.saturating_duration_since(BootInstant::now());
         // Armed before any request on the nodes where this client is subscribed to
         // the key already, so a release in between is not missed; the others
@@ -336,12 +350,22 @@ impl Lock for RedlockLock {
                 valid_from: None,
             });
         }
-        self.clean_up(req.key, req.owner, per_node, &not_ours).await;
+        // Within the attempt's operation time, so a try_acquire on a held key is
+        // Ok(None), never the machinery's timeout.
+        let operation_left = op_deadline.saturating_duration_since(BootInstant::now());
+        self.clean_up(req.key, req.owner, per_node, operation_left, &not_ours)
+            .await;
         if failures.len() > n - quorum {
             return Err(no_quorum(quorum, n, failures));
         }
         if let Some(error) = raise_failed {
             return Err(error);
+        }
+        if won {
+            // A majority granted, but too late: its validity ended on the way.
+            return Err(Error::unavailable(
+                "a majority granted the lock after its validity ended",
+            ));
         }
         if timed_out && refused == 0 {
             // Nobody said the key is held: "busy" would be a guess. Retryable, so
@@ -548,9 +572,10 @@ impl Lock for RedlockLock {
                 (awaited, answer)
             });
         }
-        let (mut released, mut errors) = (0, Vec::new());
+        let n = self.inner.nodes.len();
+        let (mut released, mut not_held, mut errors) = (0, 0, Vec::new());
         let deadline = tokio::time::Instant::now().checked_add(limit);
-        while waiting > 0 && released < quorum {
+        while waiting > 0 && released < quorum && not_held <= n - quorum {
             let next = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, releases.next()).await,
                 // A timeout too large to add to now: no deadline.
@@ -561,7 +586,7 @@ impl Lock for RedlockLock {
             };
             match answer {
                 Ok(true) => released += 1,
-                Ok(false) => {}
+                Ok(false) => not_held += 1,
                 Err(e) => errors.push(e),
             }
             if awaited {
@@ -571,10 +596,20 @@ impl Lock for RedlockLock {
         if !releases.is_empty() {
             tokio::spawn(async move { while releases.next().await.is_some() {} });
         }
-        if released >= quorum || errors.is_empty() {
-            return Ok(released >= quorum);
+        if released >= quorum {
+            return Ok(true);
         }
-        Err(errors.remove(0))
+        // "Not held" only when more nodes than a quorum can spare said so; nodes that
+        // failed, did not answer in time, or were not waited for (breaker open) may
+        // have held it: the outcome is unknown, not a lost lease.
+        if not_held > n - quorum {
+            return Ok(false);
+        }
+        Err(errors.into_iter().next().unwrap_or_else(|| {
+            Error::unavailable(format!(
+                "release reached no majority of {n} nodes: {released} released, {not_held} not held, the rest did not answer"
+            ))
+        }))
     }
 
     fn operation_timeout(&self) -> Duration {

@@ -281,6 +281,49 @@ async fn two_of_three_slow_is_waited_through_not_quorum_unavailable() {
     lease.release().await.expect("release");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_a_majority_did_not_answer_is_in_doubt_not_lost() {
+    // Two of three nodes frozen with their breakers open: the release hears only
+    // node 0. Whether the key was ours on the others is unknown, so the release is
+    // a retryable error that ends the lease's validity, never "lost" (before:
+    // LeaseLost, as if the lease had been gone).
+    let (servers, urls) = nodes(3).await;
+    let locks = connect(&urls, |b| b.per_node_timeout(Duration::from_millis(100))).await;
+    let mut lease = locks
+        .acquire(
+            &key("doubt"),
+            Acquire::ttl(Duration::from_secs(30)).no_keep_alive(),
+        )
+        .await
+        .expect("acquire");
+    servers[1].pause().await;
+    servers[2].pause().await;
+    // Failed votes on other keys open the frozen nodes' breakers.
+    for _ in 0..6 {
+        let _ = locks
+            .try_acquire(&key("other"), Duration::from_secs(5))
+            .await;
+    }
+    let outcome = lease.release().await;
+    servers[1].unpause().await;
+    servers[2].unpause().await;
+    match outcome {
+        Err(e) if e.is_retryable() => {}
+        other => panic!("expected a retryable error, got {other:?}"),
+    }
+    assert!(
+        !lease.is_valid(),
+        "a release in doubt ends the lease's validity"
+    );
+    // Once the nodes answer (and their breakers let calls through again),
+    // releasing again confirms it.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = lease.release().await {
+        assert!(e.is_retryable() && Instant::now() < give_up, "{e:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// What B does between the restart and its attempts.
 #[derive(Clone, Copy, PartialEq)]
 enum FirstContact {
