@@ -37,6 +37,14 @@ pub(crate) fn from_redis(key: Option<&str>, e: RedisError) -> Error {
                 source: Box::new(e),
             };
         }
+        // The server cannot serve now but will: another client's script runs past
+        // busy-reply-threshold, a replica lost its primary, a demoted primary (a
+        // failover), too few replicas for min-replicas-to-write, a cluster failing
+        // over. A waiting acquisition retries through them, as through an outage.
+        // So is a full server (maxmemory with noeviction): room frees as keys expire.
+        Some("BUSY" | "MASTERDOWN" | "READONLY" | "NOREPLICAS" | "CLUSTERDOWN" | "OOM") => {
+            return Error::unavailable(e);
+        }
         _ => {}
     }
     if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {

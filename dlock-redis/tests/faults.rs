@@ -403,3 +403,67 @@ async fn a_retried_attempt_is_recognised_by_its_owner_id() {
     let second = inner.acquire(&k, Acquire::ttl(ttl)).await.expect("acquire");
     assert!(second.fence() > first.fence());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_server_is_waited_through() {
+    // Another client's script runs past busy-reply-threshold: the server answers
+    // BUSY to everyone until it ends. A waiting acquisition retries through it, as
+    // through an outage (before: BUSY was a definite backend error, ending the wait).
+    let (_server, url) = volatile_redis().await;
+    let raw = || async {
+        redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect")
+    };
+    let mut admin = raw().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg(100)
+        .query_async(&mut admin)
+        .await
+        .expect("config");
+    let locks = RedisLock::connect(&url).await.expect("connect");
+    let mut busy = raw().await;
+    let script = tokio::spawn(async move {
+        let _: redis::RedisResult<redis::Value> = redis::cmd("EVAL")
+            .arg("while true do end")
+            .arg(0)
+            .query_async(&mut busy)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let k = key("busy");
+    let waiting = {
+        let (locks, k) = (locks.clone(), k.clone());
+        tokio::spawn(async move {
+            locks
+                .acquire(
+                    &k,
+                    Acquire::ttl(Duration::from_secs(5)).wait(Duration::from_secs(15)),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ended_early = waiting.is_finished();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("KILL")
+        .query_async(&mut admin)
+        .await
+        .expect("script kill");
+    script.await.expect("script task");
+    assert!(
+        !ended_early,
+        "the wait ended while the server was busy: {:?}",
+        waiting.await
+    );
+    let mut lease = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("still waiting after the script ended")
+        .expect("task")
+        .expect("granted once the server is free");
+    lease.release().await.expect("release");
+}
