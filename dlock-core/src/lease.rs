@@ -48,6 +48,9 @@ pub(crate) struct LeaseState {
     /// The latest extension failed without an answer: if validity now runs out, the
     /// backend was unreachable rather than the lease left to expire.
     extend_failing: AtomicBool,
+    /// The holder let go (released it, or dropped it for a background release):
+    /// validity running out after that is no loss.
+    let_go: AtomicBool,
     /// This lease's id in its lock's [`Tracker`](crate::Tracker); 0: untracked.
     track_id: u64,
     changed: Notify,
@@ -163,11 +166,11 @@ impl LeaseState {
     }
 
     /// Why the lease was lost: the reason recorded, or, past `valid_until`, the
-    /// reason running out implies. `None` while it is valid.
+    /// reason running out implies. `None` while it is valid, and after the holder
+    /// let it go without a loss.
     fn lost_reason(&self) -> Option<LossReason> {
         reason_from(self.lost.load(Ordering::Acquire)).or_else(|| {
-            self.valid_until()
-                .has_passed()
+            (self.valid_until().has_passed() && !self.let_go.load(Ordering::Acquire))
                 .then(|| self.expiry_reason())
         })
     }
@@ -208,6 +211,14 @@ impl LeaseState {
         }
     }
 
+    /// A release went out while the lease was valid and its outcome is unknown (no
+    /// answer in time, or the call was dropped): it may have landed, and the key
+    /// gone to the next holder, so validity ends now.
+    fn release_unknown(&self, now: BootInstant) {
+        self.extend_failing.store(true, Ordering::Release);
+        self.shortening(now, self.ttl());
+    }
+
     /// Marks a lease that ran out as lost, with the reason running out implies.
     fn mark_expired(&self) {
         self.mark_lost(self.expiry_reason());
@@ -223,7 +234,7 @@ impl LeaseState {
     /// Resolves once the lease is lost: marked lost, or past `valid_until`.
     async fn wait_lost(self: Arc<Self>) {
         self.lost_or_within(Duration::ZERO).await;
-        if !self.is_marked_lost() {
+        if !self.is_marked_lost() && !self.let_go.load(Ordering::Acquire) {
             self.mark_expired();
         }
     }
@@ -244,6 +255,32 @@ impl LeaseState {
                 () = notified => {}
                 () = clock::sleep_until(until) => {}
             }
+        }
+    }
+}
+
+/// Armed while a release is out, if the lease was valid when it was sent: dropped
+/// unanswered, the release's outcome is unknown (`LeaseState::release_unknown`).
+struct ReleaseOut<'a> {
+    state: &'a LeaseState,
+    armed: bool,
+}
+
+impl<'a> ReleaseOut<'a> {
+    fn arm(state: &'a LeaseState) -> Self {
+        let armed = !state.is_marked_lost() && !state.valid_until().has_passed();
+        ReleaseOut { state, armed }
+    }
+
+    fn answered(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ReleaseOut<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.state.release_unknown(BootInstant::now());
         }
     }
 }
@@ -326,6 +363,7 @@ impl Lease {
             extending: AtomicBool::new(false),
             lost: AtomicU8::new(0),
             extend_failing: AtomicBool::new(false),
+            let_go: AtomicBool::new(false),
             track_id,
             changed: Notify::new(),
         });
@@ -497,8 +535,15 @@ impl Lease {
         let answer = match self.lock.release_now(key, owner) {
             Some(answer) => answer,
             None => {
+                // Dropped before its answer (a caller's timeout or select! around
+                // `release()`), the release may have landed: as a timeout below.
+                let out = ReleaseOut::arm(&self.state);
+                let was_in_doubt = self.release_in_doubt;
+                self.release_in_doubt |= out.armed;
                 let timeout = self.lock.operation_timeout();
                 let outcome = bounded("release", timeout, self.lock.release(key, owner)).await;
+                out.answered();
+                self.release_in_doubt = was_in_doubt;
                 crate::tracker::observe(self.lock.as_ref(), &outcome);
                 outcome
             }
@@ -510,8 +555,7 @@ impl Lease {
                 let now = BootInstant::now();
                 if error.is_retryable() && now < self.state.valid_until() {
                     self.release_in_doubt = true;
-                    self.state.extend_failing.store(true, Ordering::Release);
-                    self.state.shortening(now, self.state.ttl());
+                    self.state.release_unknown(now);
                 }
                 return Err(error);
             }
@@ -552,6 +596,7 @@ impl Lease {
     /// Done with the lease: released (or found lost) on the backend.
     fn finish(&mut self, now: BootInstant) {
         self.released = true;
+        self.state.let_go.store(true, Ordering::Release);
         self.end_hold(now);
         self.untrack();
     }
@@ -597,6 +642,7 @@ impl Drop for Lease {
             if self.state.is_lost() && !self.release_in_doubt {
                 self.state.mark_expired();
             }
+            self.state.let_go.store(true, Ordering::Release);
             Arc::clone(&self.lock).release_in_background(self.state.key.clone(), self.state.owner);
         }
     }

@@ -16,10 +16,14 @@ use dlock_core::{
 };
 
 /// Grants every attempt after `answer_after`; loses the answer of the first
-/// release (the key is deleted, the caller hears "unavailable").
+/// release (the key is deleted, the caller hears "unavailable", or with
+/// `first_release_hangs` nothing at all); with `releases_answer_held` every
+/// release finds the key its own.
 #[derive(Default)]
 struct Scripted {
     answer_after: Duration,
+    first_release_hangs: bool,
+    releases_answer_held: bool,
     attempts: AtomicUsize,
     releases: AtomicUsize,
 }
@@ -45,8 +49,14 @@ impl Lock for Scripted {
         Ok(())
     }
     async fn release(&self, _: &LockKey, _: &OwnerId) -> Result<bool, Error> {
+        if self.releases_answer_held {
+            return Ok(true);
+        }
         // The first answer is lost; the key is gone from then on.
         if self.releases.fetch_add(1, Ordering::Relaxed) == 0 {
+            if self.first_release_hangs {
+                std::future::pending::<()>().await;
+            }
             return Err(Error::unavailable("the answer was lost"));
         }
         Ok(false)
@@ -104,4 +114,54 @@ async fn grants_that_always_come_back_late_end_the_wait_with_a_typed_error() {
     // What the late grants may hold is released.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(scripted.releases.load(Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test]
+async fn a_release_dropped_before_its_answer_leaves_the_lease_not_valid() {
+    // A caller's timeout (or select!) around release(): the delete may have landed
+    // and the key gone to the next holder, as when the answer is lost.
+    let lock: DynLock = Arc::new(Scripted {
+        first_release_hangs: true,
+        ..Scripted::default()
+    });
+    let mut lease = lock
+        .acquire("k", Acquire::ttl(Duration::from_secs(30)))
+        .await
+        .expect("acquire");
+    tokio::time::timeout(Duration::from_millis(20), lease.release())
+        .await
+        .expect_err("the release hangs");
+    assert!(!lease.is_valid(), "{lease:?}");
+    assert_eq!(lease.lost_reason(), Some(LossReason::Unreachable));
+    tokio::time::timeout(Duration::from_millis(100), lease.lost())
+        .await
+        .expect("lost() did not fire");
+    // Calling again confirms the key is gone, and is not a lost lease.
+    lease.release().await.expect("the second release");
+}
+
+#[tokio::test]
+async fn a_clean_release_is_no_loss_when_validity_runs_out_later() {
+    // Someone still waits on lost() (a task cancelling the work, a handle) when
+    // the lease is released: validity ending later is no loss (before: counted and
+    // logged as an expired lease, which pages DlockLeasesLost).
+    let lock: DynLock = Arc::new(Scripted {
+        releases_answer_held: true,
+        ..Scripted::default()
+    });
+    let mut lease = lock
+        .acquire(
+            "k",
+            Acquire::ttl(Duration::from_millis(200)).no_keep_alive(),
+        )
+        .await
+        .expect("acquire");
+    let handle = lease.handle();
+    let watcher = tokio::spawn(lease.lost());
+    lease.release().await.expect("release");
+    tokio::time::timeout(Duration::from_secs(2), watcher)
+        .await
+        .expect("lost() resolves once validity ran out")
+        .expect("task");
+    assert_eq!(handle.lost_reason(), None);
 }
