@@ -226,8 +226,10 @@ impl EtcdElection {
             .call(|mut c| async move {
                 match c.leader(name).await {
                     Ok(answer) => Ok(answer.kv().map(leader_of)),
-                    // etcd answers "no leader" with an error.
-                    Err(e) if e.to_string().contains("no leader") => Ok(None),
+                    // etcd answers "no leader" with an error; not to be mistaken
+                    // for a member without a raft leader ("etcdserver: no leader"),
+                    // which knows nothing and is retried on another member.
+                    Err(e) if e.to_string().contains("election: no leader") => Ok(None),
                     Err(e) => Err(from_etcd(e)),
                 }
             })

@@ -64,6 +64,10 @@ pub(crate) struct Inner {
     session: Option<Session>,
     /// Numbers first attempts, for their cancel markers in session mode.
     attempts: AtomicU64,
+    /// The runtime this client was connected on: a lease dropped outside any
+    /// runtime (a plain thread) is released there, since in session mode nothing
+    /// else would free its key while the client lives.
+    runtime: tokio::runtime::Handle,
 }
 
 /// Below this many places, none are swept.
@@ -163,6 +167,7 @@ impl EtcdLock {
                 tracker: dlock_core::Tracker::new(),
                 session: config.session_ttl.map(Session::new),
                 attempts: AtomicU64::new(0),
+                runtime: tokio::runtime::Handle::current(),
                 config,
             }),
         })
@@ -1053,17 +1058,21 @@ impl Lock for EtcdLock {
     }
 
     fn release_in_background(self: Arc<Self>, key: LockKey, owner: OwnerId) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
+        let runtime =
+            tokio::runtime::Handle::try_current().unwrap_or_else(|_| self.inner.runtime.clone());
         // A waiter key left behind would block the line for its whole TTL: retry the
-        // revoke until it succeeds or the lease could have expired anyway. In session
-        // mode the key lives as long as this client: retry for as long. Counted, so
-        // shutdown waits for it.
+        // revoke until it succeeds or the lease could have expired anyway (its TTL
+        // again for a leader change, which renews it). In session mode the key lives
+        // as long as this client: retry for as long. Counted, so shutdown waits for it.
         let pending = self.inner.tracker.pending();
         let give_up = match self.session() {
             Some(_) => Duration::from_secs(365 * 24 * 3600),
-            None => Duration::from_secs(60),
+            None => self
+                .places()
+                .get(&owner)
+                .map_or(Duration::from_secs(60), |p| {
+                    (p.ttl * 2 + Duration::from_secs(2)).max(Duration::from_secs(60))
+                }),
         };
         runtime.spawn(async move {
             let _pending = pending;

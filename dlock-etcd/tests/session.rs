@@ -173,3 +173,28 @@ async fn an_operator_break_ends_one_lock_and_spares_the_others() {
         "the break ended the client's other lock"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_dropped_outside_the_runtime_is_released() {
+    // Dropped on a plain thread, with no runtime to spawn its release on: the
+    // client lives on, and with it the session, so only a release frees the key
+    // (before: held for the client's whole life).
+    let (lock, _raw, prefix) = session_client().await;
+    let url = shared_etcd_url().await;
+    let other = EtcdLock::connect(&format!("{url}/{prefix}?session=2"))
+        .await
+        .expect("connect");
+    let lease = lock
+        .acquire("dropped-off-runtime", Acquire::ttl(TTL))
+        .await
+        .expect("acquire");
+    std::thread::spawn(move || drop(lease))
+        .join()
+        .expect("thread");
+    let mut next = other
+        .acquire("dropped-off-runtime", Acquire::ttl(TTL).wait(TTL * 3))
+        .await
+        .expect("the dropped lease was released while its client lives");
+    next.release().await.expect("release");
+    drop(lock);
+}
