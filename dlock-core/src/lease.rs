@@ -48,13 +48,22 @@ pub(crate) struct LeaseState {
     /// The latest extension failed without an answer: if validity now runs out, the
     /// backend was unreachable rather than the lease left to expire.
     extend_failing: AtomicBool,
-    /// The holder let go (released it, or dropped it for a background release):
-    /// validity running out after that is no loss.
-    let_go: AtomicBool,
+    /// Whether the holder let go: `HOLDING`, `IN_DOUBT` (a release went out while
+    /// valid and its outcome is unknown) or `LET_GO` (released, or dropped for a
+    /// background release). Validity running out after either is no loss.
+    let_go: AtomicU8,
     /// This lease's id in its lock's [`Tracker`](crate::Tracker); 0: untracked.
     track_id: u64,
     changed: Notify,
 }
+
+/// `LeaseState::let_go`: still held.
+const HOLDING: u8 = 0;
+/// `LeaseState::let_go`: released while valid, the outcome unknown; running out
+/// still reads as `Unreachable`, but counts as no loss.
+const IN_DOUBT: u8 = 1;
+/// `LeaseState::let_go`: released, or dropped for a background release.
+const LET_GO: u8 = 2;
 
 fn reason_code(reason: LossReason) -> u8 {
     match reason {
@@ -170,7 +179,7 @@ impl LeaseState {
     /// let it go without a loss.
     fn lost_reason(&self) -> Option<LossReason> {
         reason_from(self.lost.load(Ordering::Acquire)).or_else(|| {
-            (self.valid_until().has_passed() && !self.let_go.load(Ordering::Acquire))
+            (self.valid_until().has_passed() && self.let_go.load(Ordering::Acquire) != LET_GO)
                 .then(|| self.expiry_reason())
         })
     }
@@ -216,6 +225,9 @@ impl LeaseState {
     /// gone to the next holder, so validity ends now.
     fn release_unknown(&self, now: BootInstant) {
         self.extend_failing.store(true, Ordering::Release);
+        let _ =
+            self.let_go
+                .compare_exchange(HOLDING, IN_DOUBT, Ordering::AcqRel, Ordering::Acquire);
         self.shortening(now, self.ttl());
     }
 
@@ -234,7 +246,7 @@ impl LeaseState {
     /// Resolves once the lease is lost: marked lost, or past `valid_until`.
     async fn wait_lost(self: Arc<Self>) {
         self.lost_or_within(Duration::ZERO).await;
-        if !self.is_marked_lost() && !self.let_go.load(Ordering::Acquire) {
+        if !self.is_marked_lost() && self.let_go.load(Ordering::Acquire) == HOLDING {
             self.mark_expired();
         }
     }
@@ -363,7 +375,7 @@ impl Lease {
             extending: AtomicBool::new(false),
             lost: AtomicU8::new(0),
             extend_failing: AtomicBool::new(false),
-            let_go: AtomicBool::new(false),
+            let_go: AtomicU8::new(HOLDING),
             track_id,
             changed: Notify::new(),
         });
@@ -440,7 +452,8 @@ impl Lease {
     }
 
     /// Why the lease was lost, once it is: expired, taken, gone, the backend
-    /// unreachable, or shut down. `None` while it is valid.
+    /// unreachable, or shut down. `None` while it is valid, and after a release
+    /// that found it held (its validity running out later is no loss).
     pub fn lost_reason(&self) -> Option<LossReason> {
         self.state.lost_reason()
     }
@@ -532,12 +545,16 @@ impl Lease {
             return Err(self.state.lost_error());
         }
         let (key, owner) = (&self.state.key, &self.state.owner);
+        // Whether the lease was still valid as the release went out (an
+        // in-process answer is never in doubt: no clock read for it).
+        let mut sent_valid = true;
         let answer = match self.lock.release_now(key, owner) {
             Some(answer) => answer,
             None => {
                 // Dropped before its answer (a caller's timeout or select! around
                 // `release()`), the release may have landed: as a timeout below.
                 let out = ReleaseOut::arm(&self.state);
+                sent_valid = out.armed;
                 let was_in_doubt = self.release_in_doubt;
                 self.release_in_doubt |= out.armed;
                 let timeout = self.lock.operation_timeout();
@@ -556,6 +573,12 @@ impl Lease {
                 if error.is_retryable() && now < self.state.valid_until() {
                     self.release_in_doubt = true;
                     self.state.release_unknown(now);
+                } else if error.is_retryable() && !sent_valid && !self.release_in_doubt {
+                    // Run out before the release went out: lost, whatever the
+                    // release did. Not finished: calling again, or dropping, still
+                    // frees the key.
+                    self.state.mark_expired();
+                    return Err(self.state.lost_error());
                 }
                 return Err(error);
             }
@@ -571,6 +594,8 @@ impl Lease {
         // Past valid_until the holder could not assume it held the lock, even if the
         // server (whose clock may run slower) still had it.
         if held && now < self.state.valid_until() && !self.state.is_marked_lost() {
+            // After the loss checks: a lease already lost stays counted as lost.
+            self.state.let_go.store(LET_GO, Ordering::Release);
             metrics::release(self.state.labels(), ReleaseOutcome::Released);
             Ok(())
         } else {
@@ -596,7 +621,6 @@ impl Lease {
     /// Done with the lease: released (or found lost) on the backend.
     fn finish(&mut self, now: BootInstant) {
         self.released = true;
-        self.state.let_go.store(true, Ordering::Release);
         self.end_hold(now);
         self.untrack();
     }
@@ -642,7 +666,12 @@ impl Drop for Lease {
             if self.state.is_lost() && !self.release_in_doubt {
                 self.state.mark_expired();
             }
-            self.state.let_go.store(true, Ordering::Release);
+            let _ = self.state.let_go.compare_exchange(
+                HOLDING,
+                LET_GO,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
             Arc::clone(&self.lock).release_in_background(self.state.key.clone(), self.state.owner);
         }
     }

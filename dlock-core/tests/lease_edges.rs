@@ -12,8 +12,9 @@ use std::{
 use async_trait::async_trait;
 use dlock_core::{
     Acquire, Attempt, AttemptRequest, Capabilities, DynLock, Error, FenceToken, InvalidInput, Lock,
-    LockExt, LockKey, LossReason, OwnerId,
+    LockExt, LockKey, LossReason, OwnerId, metrics::LEASE_LOST_TOTAL,
 };
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 /// Grants every attempt after `answer_after`; loses the answer of the first
 /// release (the key is deleted, the caller hears "unavailable", or with
@@ -164,4 +165,67 @@ async fn a_clean_release_is_no_loss_when_validity_runs_out_later() {
         .expect("lost() resolves once validity ran out")
         .expect("task");
     assert_eq!(handle.lost_reason(), None);
+}
+
+/// Runs `test` on a current-thread runtime under a recorder of its own; returns how
+/// many leases it counted lost.
+fn leases_lost_in(test: impl std::future::Future<Output = ()>) -> u64 {
+    let recorder = DebuggingRecorder::new();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(test);
+    });
+    recorder
+        .snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == LEASE_LOST_TOTAL)
+        .map(|(.., value)| match value {
+            DebugValue::Counter(n) => n,
+            other => panic!("not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+#[test]
+fn a_release_in_doubt_is_no_loss_even_with_lost_awaited() {
+    // Someone awaits lost() as a release's answer is lost: validity ends there,
+    // but the work before ended in time, so nothing counts a lost lease (before:
+    // the waiter counted it, paging DlockLeasesLost).
+    let lost = leases_lost_in(async {
+        let lock: DynLock = Arc::new(Scripted::default());
+        let mut lease = lock
+            .acquire("k", Acquire::ttl(Duration::from_secs(30)))
+            .await
+            .expect("acquire");
+        let watcher = tokio::spawn(lease.lost());
+        lease.release().await.expect_err("the answer was lost");
+        watcher.await.expect("lost() resolves once validity ended");
+        lease.release().await.expect("the confirming release");
+    });
+    assert_eq!(lost, 0);
+}
+
+#[test]
+fn a_release_sent_after_validity_ran_out_is_a_lost_lease_even_if_it_fails() {
+    // The lease ran out before the release went out: lost, whatever the release's
+    // answer (before: a retryable error, which `with_lock` passed on as if the
+    // work had finished in time).
+    let lost = leases_lost_in(async {
+        let lock: DynLock = Arc::new(Scripted::default());
+        let mut lease = lock
+            .acquire("k", Acquire::ttl(Duration::from_millis(20)))
+            .await
+            .expect("acquire");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        match lease.release().await {
+            Err(Error::LeaseLost { reason, .. }) => assert_eq!(reason, LossReason::Expired),
+            other => panic!("expected LeaseLost, got {other:?}"),
+        }
+    });
+    assert_eq!(lost, 1);
 }

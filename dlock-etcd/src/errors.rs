@@ -8,12 +8,14 @@ pub(crate) fn from_etcd(e: EtcdError) -> Error {
         EtcdError::GRpcStatus(status) => {
             use tonic::Code;
             match status.code() {
-                // ResourceExhausted: etcd shedding load ("too many requests").
-                Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::Aborted
-                | Code::Cancelled
-                | Code::ResourceExhausted => Error::unavailable(e),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled => {
+                    Error::unavailable(e)
+                }
+                // etcd shedding load; not "database space exceeded" (an alarm that
+                // lasts until an operator clears it), which has the same code.
+                Code::ResourceExhausted if status.message().contains("too many requests") => {
+                    Error::unavailable(e)
+                }
                 // The election API sends server-side failures as Unknown; these
                 // pass with the cluster's next leader.
                 Code::Unknown if is_transient(status.message()) => Error::unavailable(e),
@@ -88,8 +90,15 @@ mod tests {
     }
 
     #[test]
-    fn other_unknown_errors_stay_definite() {
-        let e = status(tonic::Code::Unknown, "election: not leader");
-        assert!(!from_etcd(e).is_retryable());
+    fn other_unknown_errors_and_a_full_database_stay_definite() {
+        for e in [
+            status(tonic::Code::Unknown, "election: not leader"),
+            status(
+                tonic::Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+            ),
+        ] {
+            assert!(!from_etcd(e).is_retryable());
+        }
     }
 }

@@ -38,11 +38,12 @@ pub(crate) fn from_redis(key: Option<&str>, e: RedisError) -> Error {
             };
         }
         // The server cannot serve now but will: another client's script runs past
-        // busy-reply-threshold, a replica lost its primary, a demoted primary (a
-        // failover), too few replicas for min-replicas-to-write, a cluster failing
-        // over. A waiting acquisition retries through them, as through an outage.
-        // So is a full server (maxmemory with noeviction): room frees as keys expire.
-        Some("BUSY" | "MASTERDOWN" | "READONLY" | "NOREPLICAS" | "CLUSTERDOWN" | "OOM") => {
+        // busy-reply-threshold, a replica lost its primary, too few replicas for
+        // min-replicas-to-write, a cluster failing over. A waiting acquisition
+        // retries through them, as through an outage. Not READONLY (a URL naming a
+        // replica; the connection is not remade on it, so a retry meets the same
+        // server) nor OOM (full of keys that may never expire): those stay definite.
+        Some("BUSY" | "MASTERDOWN" | "NOREPLICAS" | "CLUSTERDOWN") => {
             return Error::unavailable(e);
         }
         _ => {}

@@ -434,7 +434,16 @@ async fn a_busy_server_is_waited_through() {
             .query_async(&mut busy)
             .await;
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the server answers BUSY (the script runs past the threshold).
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut admin).await;
+        if ping.is_err_and(|e| e.code() == Some("BUSY")) {
+            break;
+        }
+        assert!(Instant::now() < give_up, "the server never got busy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let k = key("busy");
     let waiting = {
         let (locks, k) = (locks.clone(), k.clone());
