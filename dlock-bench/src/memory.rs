@@ -162,6 +162,7 @@ fn table_alone(lock: &DynLock, key: &str) {
         ttl: TTL,
         queue: false,
         sent,
+        woken: false,
     };
     let answer = lock.attempt_now(request).expect("an in-process answer");
     assert!(matches!(answer, Ok(Attempt::Acquired { .. })));

@@ -298,6 +298,7 @@ fn start(
         ttl: opts.ttl_value(),
         queue,
         sent,
+        woken: false,
     };
     let first = match lock.attempt_now(request) {
         Some(Ok(Attempt::Acquired { fence, valid_from })) => {
@@ -375,14 +376,16 @@ struct Acquisition {
 }
 
 impl Acquisition {
-    /// This acquisition's attempt, sent at `sent`.
-    fn request(&self, opts: &Acquire, sent: BootInstant) -> AttemptRequest<'_> {
+    /// This acquisition's attempt, sent at `sent`; `woken`: after the backend
+    /// announced a release.
+    fn request(&self, opts: &Acquire, sent: BootInstant, woken: bool) -> AttemptRequest<'_> {
         AttemptRequest {
             key: &self.key,
             owner: &self.owner,
             ttl: opts.ttl_value(),
             queue: opts.wait_value() != Wait::No,
             sent,
+            woken,
         }
     }
 }
@@ -405,7 +408,7 @@ async fn acquire_slowly(
 ) -> Result<Outcome, Error> {
     let first = match first {
         Some(answer) => answer,
-        None => send_attempt(&acquisition.lock, acquisition.request(&opts, sent)).await,
+        None => send_attempt(&acquisition.lock, acquisition.request(&opts, sent, false)).await,
     };
     crate::tracker::observe(acquisition.lock.as_ref(), &first);
     let outcome = keep_trying(&mut acquisition, &caps, &opts, first, sent).await;
@@ -574,16 +577,16 @@ async fn keep_trying(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            () = pause.wait(left).instrument(span.clone()) => {}
+        let woken = tokio::select! {
+            woken = pause.wait(left).instrument(span.clone()) => woken,
             // The armed acquisition gives up its place as it is dropped.
             () = shut_down => {
                 return Err(Error::ShutDown { key: acquisition.key.to_string() });
             }
-        }
+        };
         sent = BootInstant::now();
         acquisition.armed = true;
-        attempt = send_attempt(&acquisition.lock, acquisition.request(opts, sent)).await;
+        attempt = send_attempt(&acquisition.lock, acquisition.request(opts, sent, woken)).await;
         crate::tracker::observe(acquisition.lock.as_ref(), &attempt);
     }
 }
@@ -596,15 +599,19 @@ enum Pause {
 }
 
 impl Pause {
-    async fn wait(self, at_most: Duration) {
+    /// `true` if the backend's wake-up ended it (a release was announced), not a timer.
+    async fn wait(self, at_most: Duration) -> bool {
         match self {
             Pause::Wake(wake, limit) => {
                 tokio::select! {
-                    () = wake => {}
-                    () = tokio::time::sleep(limit.min(at_most)) => {}
+                    () = wake => true,
+                    () = tokio::time::sleep(limit.min(at_most)) => false,
                 }
             }
-            Pause::Sleep(delay) => tokio::time::sleep(delay.min(at_most)).await,
+            Pause::Sleep(delay) => {
+                tokio::time::sleep(delay.min(at_most)).await;
+                false
+            }
         }
     }
 }

@@ -29,6 +29,11 @@ pub struct AttemptRequest<'a> {
     /// When this attempt was sent, on the lease clock: the lease's validity is
     /// measured from here. An in-process backend may use it as "now".
     pub sent: BootInstant,
+    /// A waiter trying again because the backend announced a release (its
+    /// wake-up fired, not a timer): others were likely woken with it. A quorum
+    /// backend may order such attempts (Redlock asks one node first, so waiters
+    /// woken together do not split the votes).
+    pub woken: bool,
 }
 
 /// Who holds a key, as [`Lock::inspect`] reads it.

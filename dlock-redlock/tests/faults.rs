@@ -324,6 +324,51 @@ async fn a_release_a_majority_did_not_answer_is_in_doubt_not_lost() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_left_on_one_node_holds_a_woken_waiter_up_for_one_wait_at_most() {
+    // A waiter woken by a release asks the key's gate node alone first. A key left
+    // there by a crashed attempt (a minority ghost, with a long TTL) must not keep
+    // it waiting while a majority is free: its next retry, on a timer, asks
+    // everyone. The ghost goes on each node in turn, so one of them is the key's
+    // gate.
+    let (_servers, urls) = nodes(3).await;
+    let a = connect(&urls, |b| b).await;
+    let b = connect(&urls, |b| b).await;
+    let k = key("ghost");
+    let lock_key = format!("dlock:v1:lock:{{{k}}}");
+    for ghost_on in &urls {
+        raw(ghost_on, &["SET", &lock_key, "ghost", "PX", "30000"]).await;
+        let mut held = a
+            .acquire(&k, Acquire::ttl(Duration::from_secs(10)))
+            .await
+            .expect("a majority is free");
+        let waiting = {
+            let (b, k) = (b.clone(), k.clone());
+            tokio::spawn(async move {
+                b.acquire(
+                    &k,
+                    Acquire::ttl(Duration::from_secs(10)).wait(Duration::from_secs(6)),
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        held.release().await.expect("release");
+        let started = Instant::now();
+        let mut next = waiting
+            .await
+            .expect("task")
+            .expect("granted on the free majority, before the ghost's TTL");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "waited {:?} with the ghost on {ghost_on}",
+            started.elapsed()
+        );
+        next.release().await.expect("release");
+        raw(ghost_on, &["DEL", &lock_key]).await;
+    }
+}
+
 /// What B does between the restart and its attempts.
 #[derive(Clone, Copy, PartialEq)]
 enum FirstContact {
