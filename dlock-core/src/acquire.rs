@@ -446,6 +446,13 @@ fn grant_valid_from(valid_from: Option<BootInstant>, sent: BootInstant) -> BootI
     valid_from.map_or(sent, |from| from.min(sent))
 }
 
+/// How long an acquisition's woken retries may be ordered by the backend
+/// ([`AttemptRequest::woken`]: Redlock asks a gate node first), from the first:
+/// after that every retry asks as a first attempt does, so a gate held by a
+/// leftover key, with releases elsewhere waking the waiter again and again, holds
+/// it up this long at most.
+const ORDERED_RETRIES_FOR: Duration = Duration::from_secs(1);
+
 /// Grants in a row that may come back after their validity ended before the
 /// acquisition gives up: one is a pause, three are a TTL below the round trip.
 const LATE_GRANTS_TOLERATED: u32 = 3;
@@ -478,6 +485,8 @@ async fn keep_trying(
     let mut failing: Option<Error> = None;
     // Grants in a row whose validity had ended when they came back.
     let mut late_grants = 0u32;
+    // Until when woken retries may be ordered (see ORDERED_RETRIES_FOR).
+    let mut ordered_until: Option<BootInstant> = None;
     loop {
         // A grant whose validity ended before its answer reached us (the process
         // paused for longer than the TTL after sending): no use to the caller,
@@ -585,6 +594,8 @@ async fn keep_trying(
             }
         };
         sent = BootInstant::now();
+        let woken =
+            woken && sent < *ordered_until.get_or_insert(sent.saturating_add(ORDERED_RETRIES_FOR));
         acquisition.armed = true;
         attempt = send_attempt(&acquisition.lock, acquisition.request(opts, sent, woken)).await;
         crate::tracker::observe(acquisition.lock.as_ref(), &attempt);

@@ -50,7 +50,9 @@ pub(crate) struct LeaseState {
     extend_failing: AtomicBool,
     /// Whether the holder let go: `HOLDING`, `IN_DOUBT` (a release went out while
     /// valid and its outcome is unknown) or `LET_GO` (released, or dropped for a
-    /// background release). Validity running out after either is no loss.
+    /// background release); validity running out after either is no loss. Or
+    /// `RAN_OUT`: a `lost()` waiter saw validity end first. One atomic decides
+    /// between a release and a waiter racing at `valid_until`.
     let_go: AtomicU8,
     /// This lease's id in its lock's [`Tracker`](crate::Tracker); 0: untracked.
     track_id: u64,
@@ -64,6 +66,8 @@ const HOLDING: u8 = 0;
 const IN_DOUBT: u8 = 1;
 /// `LeaseState::let_go`: released, or dropped for a background release.
 const LET_GO: u8 = 2;
+/// `LeaseState::let_go`: validity ran out while held, seen by a `lost()` waiter.
+const RAN_OUT: u8 = 3;
 
 fn reason_code(reason: LossReason) -> u8 {
     match reason {
@@ -246,7 +250,12 @@ impl LeaseState {
     /// Resolves once the lease is lost: marked lost, or past `valid_until`.
     async fn wait_lost(self: Arc<Self>) {
         self.lost_or_within(Duration::ZERO).await;
-        if !self.is_marked_lost() && self.let_go.load(Ordering::Acquire) == HOLDING {
+        if !self.is_marked_lost()
+            && self
+                .let_go
+                .compare_exchange(HOLDING, RAN_OUT, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
             self.mark_expired();
         }
     }
@@ -545,16 +554,12 @@ impl Lease {
             return Err(self.state.lost_error());
         }
         let (key, owner) = (&self.state.key, &self.state.owner);
-        // Whether the lease was still valid as the release went out (an
-        // in-process answer is never in doubt: no clock read for it).
-        let mut sent_valid = true;
         let answer = match self.lock.release_now(key, owner) {
             Some(answer) => answer,
             None => {
                 // Dropped before its answer (a caller's timeout or select! around
                 // `release()`), the release may have landed: as a timeout below.
                 let out = ReleaseOut::arm(&self.state);
-                sent_valid = out.armed;
                 let was_in_doubt = self.release_in_doubt;
                 self.release_in_doubt |= out.armed;
                 let timeout = self.lock.operation_timeout();
@@ -573,10 +578,10 @@ impl Lease {
                 if error.is_retryable() && now < self.state.valid_until() {
                     self.release_in_doubt = true;
                     self.state.release_unknown(now);
-                } else if error.is_retryable() && !sent_valid && !self.release_in_doubt {
-                    // Run out before the release went out: lost, whatever the
-                    // release did. Not finished: calling again, or dropping, still
-                    // frees the key.
+                } else if error.is_retryable() && !self.release_in_doubt {
+                    // Run out before the answer came, as the same answer's "held"
+                    // would say: lost, whatever the release did. Not finished:
+                    // calling again, or dropping, still frees the key.
                     self.state.mark_expired();
                     return Err(self.state.lost_error());
                 }
@@ -593,9 +598,17 @@ impl Lease {
         }
         // Past valid_until the holder could not assume it held the lock, even if the
         // server (whose clock may run slower) still had it.
-        if held && now < self.state.valid_until() && !self.state.is_marked_lost() {
-            // After the loss checks: a lease already lost stays counted as lost.
-            self.state.let_go.store(LET_GO, Ordering::Release);
+        // Let go only after the loss checks, and only if no lost() waiter saw
+        // validity end first: a lease already lost stays counted as lost.
+        if held
+            && now < self.state.valid_until()
+            && !self.state.is_marked_lost()
+            && self
+                .state
+                .let_go
+                .compare_exchange(HOLDING, LET_GO, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
             metrics::release(self.state.labels(), ReleaseOutcome::Released);
             Ok(())
         } else {

@@ -30,9 +30,10 @@ pub struct AttemptRequest<'a> {
     /// measured from here. An in-process backend may use it as "now".
     pub sent: BootInstant,
     /// A waiter trying again because the backend announced a release (its
-    /// wake-up fired, not a timer): others were likely woken with it. A quorum
-    /// backend may order such attempts (Redlock asks one node first, so waiters
-    /// woken together do not split the votes).
+    /// wake-up fired, not a timer), within a second of its first such retry:
+    /// others were likely woken with it. A quorum backend may order such attempts
+    /// (Redlock asks one node first, so waiters woken together do not split the
+    /// votes); past that second every retry is a plain one.
     pub woken: bool,
 }
 

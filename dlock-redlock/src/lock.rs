@@ -150,8 +150,8 @@ impl RedlockLock {
     /// left that way is the owner's, released with its lease or when the
     /// acquisition gives up. Without a retry to overtake (`try_acquire`), it
     /// finishes in the background, or it would leave a key for a whole TTL. Nodes
-    /// behind an open breaker get no new requests, so theirs finish in the
-    /// background.
+    /// behind an open breaker are not waited for: their releases finish in the
+    /// background, or with a retry to come, are left to the acquisition's end.
     /// Nodes marked in `not_ours` answered that another owner holds the key (or
     /// were not asked): nothing of ours is there to release.
     async fn clean_up(
@@ -171,6 +171,11 @@ impl RedlockLock {
             }
             let (redis, key, owner) = (node.redis.clone(), key.clone(), *owner);
             if node.breaker_open() {
+                if retry {
+                    // Its release could be late too: the retry's half-open trial
+                    // vote may overtake it. The acquisition releases when it ends.
+                    continue;
+                }
                 tokio::spawn(async move {
                     let _ = bounded("release", background, redis.release(&key, &owner)).await;
                 });

@@ -369,6 +369,54 @@ async fn a_key_left_on_one_node_holds_a_woken_waiter_up_for_one_wait_at_most() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_left_on_the_gate_cannot_starve_a_waiter_woken_again_and_again() {
+    // A leftover key on one node, and another client taking and releasing the key
+    // on the free majority in a loop: every release wakes the waiter, and a woken
+    // retry asks the gate first. Were it the ghost's node for ever, the waiter
+    // would wait out the ghost's 30 s; after a second of ordered retries it asks
+    // everyone, and competes for the majority.
+    let (_servers, urls) = nodes(3).await;
+    let churner = connect(&urls, |b| b).await;
+    let waiter = connect(&urls, |b| b).await;
+    let k = key("churn");
+    let lock_key = format!("dlock:v1:lock:{{{k}}}");
+    for ghost_on in &urls {
+        raw(ghost_on, &["SET", &lock_key, "ghost", "PX", "30000"]).await;
+        let mut first = churner
+            .acquire(&k, Acquire::ttl(Duration::from_secs(5)))
+            .await
+            .expect("a majority is free");
+        let waiting = {
+            let (waiter, k) = (waiter.clone(), k.clone());
+            tokio::spawn(async move {
+                waiter
+                    .acquire(
+                        &k,
+                        Acquire::ttl(Duration::from_secs(5)).wait(Duration::from_secs(10)),
+                    )
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        first.release().await.expect("release");
+        let stop = Instant::now() + Duration::from_secs(9);
+        while !waiting.is_finished() && Instant::now() < stop {
+            if let Ok(Some(mut lease)) = churner.try_acquire(&k, Duration::from_secs(5)).await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                lease.release().await.expect("release");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut granted = waiting
+            .await
+            .expect("task")
+            .unwrap_or_else(|e| panic!("starved with the ghost on {ghost_on}: {e:?}"));
+        granted.release().await.expect("release");
+        raw(ghost_on, &["DEL", &lock_key]).await;
+    }
+}
+
 /// What B does between the restart and its attempts.
 #[derive(Clone, Copy, PartialEq)]
 enum FirstContact {
