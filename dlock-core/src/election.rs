@@ -348,10 +348,11 @@ impl Election {
             return native.leader().await;
         }
         let holder = self.lock.holder(self.key.as_str()).await?;
-        Ok(holder.and_then(|h| {
-            let value = h.value?;
-            Some(Leader::new(value, h.fence.unwrap_or_default()))
-        }))
+        // A holder whose token cannot be told yet names no leader: Redlock while
+        // the holder's keys expire on some nodes before others, or before its
+        // token round ended (its nodes' counters differ). A leader is reported
+        // with the token its writes carry, never 0.
+        Ok(holder.and_then(|h| Some(Leader::new(h.value?, h.fence?))))
     }
 
     /// Every leader as it is elected or proclaims a new value, starting with the
