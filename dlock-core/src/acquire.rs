@@ -446,11 +446,11 @@ fn grant_valid_from(valid_from: Option<BootInstant>, sent: BootInstant) -> BootI
     valid_from.map_or(sent, |from| from.min(sent))
 }
 
-/// How long an acquisition's woken retries may be ordered by the backend
-/// ([`AttemptRequest::woken`]: Redlock asks a gate node first), from the first:
-/// after that every retry asks as a first attempt does, so a gate held by a
-/// leftover key, with releases elsewhere waking the waiter again and again, holds
-/// it up this long at most.
+/// How long after an acquisition's latest plain attempt (its first, or a retry on
+/// a timer) its woken retries may be ordered by the backend
+/// ([`AttemptRequest::woken`]: Redlock asks a gate node first). So at least one
+/// attempt a second asks as a first attempt does: a gate held by a leftover key,
+/// with releases elsewhere waking the waiter again and again, cannot hold it up.
 const ORDERED_RETRIES_FOR: Duration = Duration::from_secs(1);
 
 /// Grants in a row that may come back after their validity ended before the
@@ -486,7 +486,7 @@ async fn keep_trying(
     // Grants in a row whose validity had ended when they came back.
     let mut late_grants = 0u32;
     // Until when woken retries may be ordered (see ORDERED_RETRIES_FOR).
-    let mut ordered_until: Option<BootInstant> = None;
+    let mut ordered_until = started.saturating_add(ORDERED_RETRIES_FOR);
     loop {
         // A grant whose validity ended before its answer reached us (the process
         // paused for longer than the TTL after sending): no use to the caller,
@@ -594,8 +594,10 @@ async fn keep_trying(
             }
         };
         sent = BootInstant::now();
-        let woken =
-            woken && sent < *ordered_until.get_or_insert(sent.saturating_add(ORDERED_RETRIES_FOR));
+        let woken = woken && sent < ordered_until;
+        if !woken {
+            ordered_until = sent.saturating_add(ORDERED_RETRIES_FOR);
+        }
         acquisition.armed = true;
         attempt = send_attempt(&acquisition.lock, acquisition.request(opts, sent, woken)).await;
         crate::tracker::observe(acquisition.lock.as_ref(), &attempt);

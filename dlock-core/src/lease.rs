@@ -224,15 +224,43 @@ impl LeaseState {
         }
     }
 
-    /// A release went out while the lease was valid and its outcome is unknown (no
-    /// answer in time, or the call was dropped): it may have landed, and the key
-    /// gone to the next holder, so validity ends now.
-    fn release_unknown(&self, now: BootInstant) {
-        self.extend_failing.store(true, Ordering::Release);
-        let _ =
-            self.let_go
-                .compare_exchange(HOLDING, IN_DOUBT, Ordering::AcqRel, Ordering::Acquire);
-        self.shortening(now, self.ttl());
+    /// A release went out and its outcome is unknown (no answer in time, an error
+    /// that leaves it open, or the call dropped). While the lease is valid, the
+    /// release may have landed and the key gone to the next holder: validity ends
+    /// now, and the release is in doubt, which is no loss (the work before it
+    /// ended in time). Past validity (or lost already), the lease ran out with the
+    /// release still out: lost, as a late "held" would say. `true` if in doubt.
+    fn release_unknown(&self, now: BootInstant) -> bool {
+        if self.let_go.load(Ordering::Acquire) == IN_DOUBT {
+            return true;
+        }
+        if now < self.valid_until()
+            && !self.is_marked_lost()
+            && self
+                .let_go
+                .compare_exchange(HOLDING, IN_DOUBT, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.extend_failing.store(true, Ordering::Release);
+            self.shortening(now, self.ttl());
+            return true;
+        }
+        self.ran_out();
+        false
+    }
+
+    /// A release that went out while valid has an unknown outcome (see
+    /// `release_unknown`): the next release confirms it.
+    fn release_in_doubt(&self) -> bool {
+        self.let_go.load(Ordering::Acquire) == IN_DOUBT
+    }
+
+    /// Validity ended while held: counted lost once, whoever sees it first.
+    fn ran_out(&self) {
+        let _ = self
+            .let_go
+            .compare_exchange(HOLDING, RAN_OUT, Ordering::AcqRel, Ordering::Acquire);
+        self.mark_expired();
     }
 
     /// Marks a lease that ran out as lost, with the reason running out implies.
@@ -280,19 +308,15 @@ impl LeaseState {
     }
 }
 
-/// Armed while a release is out, if the lease was valid when it was sent: dropped
-/// unanswered, the release's outcome is unknown (`LeaseState::release_unknown`).
+/// Armed while a release is out: dropped unanswered (the caller's timeout or
+/// `select!` around `release()`), the release's outcome is unknown
+/// (`LeaseState::release_unknown`).
 struct ReleaseOut<'a> {
     state: &'a LeaseState,
     armed: bool,
 }
 
-impl<'a> ReleaseOut<'a> {
-    fn arm(state: &'a LeaseState) -> Self {
-        let armed = !state.is_marked_lost() && !state.valid_until().has_passed();
-        ReleaseOut { state, armed }
-    }
-
+impl ReleaseOut<'_> {
     fn answered(mut self) {
         self.armed = false;
     }
@@ -334,8 +358,6 @@ pub struct Lease {
     state: Arc<LeaseState>,
     keep_alive: Option<JoinHandle<()>>,
     released: bool,
-    /// A release was sent in time and its outcome is unknown (see `release`).
-    release_in_doubt: bool,
 }
 
 /// A cheap, cloneable view of a lease for the work done under it: its key, its
@@ -418,7 +440,6 @@ impl Lease {
             state,
             keep_alive,
             released: false,
-            release_in_doubt: false,
         }
     }
 
@@ -461,8 +482,9 @@ impl Lease {
     }
 
     /// Why the lease was lost, once it is: expired, taken, gone, the backend
-    /// unreachable, or shut down. `None` while it is valid, and after a release
-    /// that found it held (its validity running out later is no loss).
+    /// unreachable, or shut down. `None` while it is valid, and after it was let
+    /// go while valid (released, or dropped): its validity running out later is no
+    /// loss. After a release in doubt, `Unreachable`, though not counted as lost.
     pub fn lost_reason(&self) -> Option<LossReason> {
         self.state.lost_reason()
     }
@@ -531,9 +553,10 @@ impl Lease {
         }
     }
 
-    /// Releases the lease. [`Error::LeaseLost`] if it was lost before the release: it
-    /// expired (passed `valid_until`), was taken, or [`shutdown`](crate::LockExt::shutdown)
-    /// released it; the new holder, if any, is left alone. [`Error::LeaseReleased`]
+    /// Releases the lease. [`Error::LeaseLost`] if it was lost before the release
+    /// was answered: it expired (passed `valid_until`, even while the release was
+    /// out), was taken, or [`shutdown`](crate::LockExt::shutdown) released it; the
+    /// new holder, if any, is left alone. [`Error::LeaseReleased`]
     /// if released before. On any other error the lease stays unreleased: call
     /// again, or drop it to release in the background. It is no longer valid,
     /// though, if the error leaves the outcome unknown (a timeout, a lost answer):
@@ -557,15 +580,13 @@ impl Lease {
         let answer = match self.lock.release_now(key, owner) {
             Some(answer) => answer,
             None => {
-                // Dropped before its answer (a caller's timeout or select! around
-                // `release()`), the release may have landed: as a timeout below.
-                let out = ReleaseOut::arm(&self.state);
-                let was_in_doubt = self.release_in_doubt;
-                self.release_in_doubt |= out.armed;
+                let out = ReleaseOut {
+                    state: &self.state,
+                    armed: true,
+                };
                 let timeout = self.lock.operation_timeout();
                 let outcome = bounded("release", timeout, self.lock.release(key, owner)).await;
                 out.answered();
-                self.release_in_doubt = was_in_doubt;
                 crate::tracker::observe(self.lock.as_ref(), &outcome);
                 outcome
             }
@@ -574,15 +595,9 @@ impl Lease {
             Ok(held) => held,
             Err(error) => {
                 metrics::release(self.state.labels(), ReleaseOutcome::Error);
-                let now = BootInstant::now();
-                if error.is_retryable() && now < self.state.valid_until() {
-                    self.release_in_doubt = true;
-                    self.state.release_unknown(now);
-                } else if error.is_retryable() && !self.release_in_doubt {
-                    // Run out before the answer came, as the same answer's "held"
-                    // would say: lost, whatever the release did. Not finished:
-                    // calling again, or dropping, still frees the key.
-                    self.state.mark_expired();
+                if error.is_retryable() && !self.state.release_unknown(BootInstant::now()) {
+                    // Ran out with the release out: lost, whatever the release did.
+                    // Not finished: calling again, or dropping, still frees the key.
                     return Err(self.state.lost_error());
                 }
                 return Err(error);
@@ -590,16 +605,16 @@ impl Lease {
         };
         let now = BootInstant::now();
         self.finish(now);
-        if self.release_in_doubt {
+        if self.state.release_in_doubt() {
             // The first release went out while the lease was valid; this one only
             // confirms the key is no longer ours.
             metrics::release(self.state.labels(), ReleaseOutcome::Released);
             return Ok(());
         }
         // Past valid_until the holder could not assume it held the lock, even if the
-        // server (whose clock may run slower) still had it.
-        // Let go only after the loss checks, and only if no lost() waiter saw
-        // validity end first: a lease already lost stays counted as lost.
+        // server (whose clock may run slower) still had it. Let go only after the
+        // loss checks, and only if no lost() waiter saw validity end first: a lease
+        // already lost stays counted as lost.
         if held
             && now < self.state.valid_until()
             && !self.state.is_marked_lost()
@@ -613,8 +628,8 @@ impl Lease {
             Ok(())
         } else {
             metrics::release(self.state.labels(), ReleaseOutcome::Lost);
-            if now >= self.state.valid_until() {
-                self.state.mark_expired();
+            if held || now >= self.state.valid_until() {
+                self.state.ran_out();
             } else {
                 self.state.mark_lost(LossReason::Gone);
             }
@@ -676,8 +691,8 @@ impl Drop for Lease {
             metrics::release(self.state.labels(), ReleaseOutcome::Background);
             // A lease that ran out unnoticed still counts as lost (not one whose
             // validity ended with a release in doubt: its work ended in time).
-            if self.state.is_lost() && !self.release_in_doubt {
-                self.state.mark_expired();
+            if self.state.is_lost() && !self.state.release_in_doubt() {
+                self.state.ran_out();
             }
             let _ = self.state.let_go.compare_exchange(
                 HOLDING,

@@ -29,11 +29,12 @@ pub struct AttemptRequest<'a> {
     /// When this attempt was sent, on the lease clock: the lease's validity is
     /// measured from here. An in-process backend may use it as "now".
     pub sent: BootInstant,
-    /// A waiter trying again because the backend announced a release (its
-    /// wake-up fired, not a timer), within a second of its first such retry:
-    /// others were likely woken with it. A quorum backend may order such attempts
-    /// (Redlock asks one node first, so waiters woken together do not split the
-    /// votes); past that second every retry is a plain one.
+    /// A waiter trying again because the backend's wake-up fired (a release was
+    /// announced, or its subscription was confirmed), not a timer: others were
+    /// likely woken with it. A quorum backend may order such attempts (Redlock
+    /// asks one node first, so waiters woken together do not split the votes).
+    /// Never set more than a second after the acquisition's latest plain attempt,
+    /// so at least one attempt a second asks as a first attempt does.
     pub woken: bool,
 }
 

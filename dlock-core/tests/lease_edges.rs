@@ -229,3 +229,28 @@ fn a_release_sent_after_validity_ran_out_is_a_lost_lease_even_if_it_fails() {
     });
     assert_eq!(lost, 1);
 }
+
+#[test]
+fn a_release_dropped_after_validity_ran_out_is_a_lost_lease() {
+    // A caller's timeout around a release that hangs, sent while valid but given
+    // up after validity ended: lost, as a late answer would say (before: "in
+    // doubt", and the next release answered Ok, the loss never counted).
+    let lost = leases_lost_in(async {
+        let lock: DynLock = Arc::new(Scripted {
+            first_release_hangs: true,
+            ..Scripted::default()
+        });
+        let mut lease = lock
+            .acquire("k", Acquire::ttl(Duration::from_millis(100)))
+            .await
+            .expect("acquire");
+        tokio::time::timeout(Duration::from_millis(200), lease.release())
+            .await
+            .expect_err("the release hangs");
+        match lease.release().await {
+            Err(Error::LeaseLost { reason, .. }) => assert_eq!(reason, LossReason::Expired),
+            other => panic!("expected LeaseLost, got {other:?}"),
+        }
+    });
+    assert_eq!(lost, 1);
+}
