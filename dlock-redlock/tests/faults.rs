@@ -324,6 +324,31 @@ async fn a_release_a_majority_did_not_answer_is_in_doubt_not_lost() {
     }
 }
 
+/// `holder` takes `k`, `waiter` starts waiting for it (up to `wait`), and the
+/// holder's release wakes it: the waiting task.
+async fn woken_by_a_release(
+    holder: &RedlockLock,
+    waiter: &RedlockLock,
+    k: &str,
+    wait: Duration,
+) -> tokio::task::JoinHandle<Result<dlock_core::Lease, Error>> {
+    let mut held = holder
+        .acquire(k, Acquire::ttl(Duration::from_secs(10)))
+        .await
+        .expect("a majority is free");
+    let waiting = {
+        let (waiter, k) = (waiter.clone(), k.to_owned());
+        tokio::spawn(async move {
+            waiter
+                .acquire(&k, Acquire::ttl(Duration::from_secs(10)).wait(wait))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held.release().await.expect("release");
+    waiting
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_left_on_one_node_holds_a_woken_waiter_up_for_one_wait_at_most() {
     // A waiter woken by a release asks the key's gate node alone first. A key left
@@ -338,22 +363,7 @@ async fn a_key_left_on_one_node_holds_a_woken_waiter_up_for_one_wait_at_most() {
     let lock_key = format!("dlock:v1:lock:{{{k}}}");
     for ghost_on in &urls {
         raw(ghost_on, &["SET", &lock_key, "ghost", "PX", "30000"]).await;
-        let mut held = a
-            .acquire(&k, Acquire::ttl(Duration::from_secs(10)))
-            .await
-            .expect("a majority is free");
-        let waiting = {
-            let (b, k) = (b.clone(), k.clone());
-            tokio::spawn(async move {
-                b.acquire(
-                    &k,
-                    Acquire::ttl(Duration::from_secs(10)).wait(Duration::from_secs(6)),
-                )
-                .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        held.release().await.expect("release");
+        let waiting = woken_by_a_release(&a, &b, &k, Duration::from_secs(6)).await;
         let started = Instant::now();
         let mut next = waiting
             .await
@@ -383,23 +393,7 @@ async fn a_key_left_on_the_gate_cannot_starve_a_waiter_woken_again_and_again() {
     let lock_key = format!("dlock:v1:lock:{{{k}}}");
     for ghost_on in &urls {
         raw(ghost_on, &["SET", &lock_key, "ghost", "PX", "30000"]).await;
-        let mut first = churner
-            .acquire(&k, Acquire::ttl(Duration::from_secs(5)))
-            .await
-            .expect("a majority is free");
-        let waiting = {
-            let (waiter, k) = (waiter.clone(), k.clone());
-            tokio::spawn(async move {
-                waiter
-                    .acquire(
-                        &k,
-                        Acquire::ttl(Duration::from_secs(5)).wait(Duration::from_secs(10)),
-                    )
-                    .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        first.release().await.expect("release");
+        let waiting = woken_by_a_release(&churner, &waiter, &k, Duration::from_secs(10)).await;
         let stop = Instant::now() + Duration::from_secs(9);
         while !waiting.is_finished() && Instant::now() < stop {
             // Held a fifth of the time: the waiter's plain attempt, once a second,
